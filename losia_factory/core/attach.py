@@ -1,0 +1,155 @@
+"""Preparing a model for LoSiA and building its optimizer in one call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+import torch
+from torch import nn
+
+from .config import LosiaConfig
+from .discovery import find_decoder_layers, find_output_layer, find_target_linears
+from .optimizer import LosiaAdamW
+from .selection import subnet_size
+from .subnet import BLOCK, SubnetTarget, remove_subnet
+
+
+@dataclass(frozen=True)
+class LosiaLayout:
+    """What ``attach_losia`` found: decoder-layer list, targets per group and the output layer (if trained)."""
+
+    layers_path: str
+    groups: tuple[tuple[str, ...], ...]
+    output_layer: str | None
+    extra_trainable: tuple[str, ...]
+
+
+def attach_losia(
+    model: nn.Module,
+    config: LosiaConfig | None = None,
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> LosiaAdamW:
+    """Turn ``model`` into a LoSiA model and return its ready optimizer.
+
+    Every parameter is frozen except the fp32 subnet blocks added to the target linears and the parameters matched
+    by ``config.extra_trainable``. Groups are the decoder layers that hold targets, in order, followed by the output
+    layer when ``config.output_rank_factor > 0``. Initial subnets are drawn at random from ``config.seed``.
+
+    Use the result like any optimizer; pair it with :class:`~.lr_scheduler.LosiaLRScheduler` for the rewarm
+    schedule. The model keeps its module names and ``state_dict`` keys; :func:`detach_losia` removes LoSiA again.
+
+    Args:
+        model: Any model with its decoder layers in an ``nn.ModuleList``.
+        config: LoSiA hyper-parameters (defaults: ``LosiaConfig()``).
+        lr: Base learning rate.
+        weight_decay: AdamW's decoupled weight decay.
+        betas: AdamW's (beta1, beta2).
+        eps: AdamW's epsilon.
+    """
+    config = config or LosiaConfig()
+    if any(hasattr(m, BLOCK) for m in model.modules()):
+        raise RuntimeError("The model already has LoSiA attached; call detach_losia(model) first.")
+    output = find_output_layer(model) if config.output_rank_factor > 0 else None
+    if config.output_rank_factor > 0 and output is None:
+        raise ValueError(
+            "output_rank_factor > 0 but the model has no nn.Linear output layer (get_output_embeddings() or "
+            "lm_head); set output_rank_factor to 0."
+        )
+    layers_name, layers = find_decoder_layers(model, config.layers_path)
+    exclude = (output.module,) if output is not None else ()
+    per_layer = [refs for refs in find_target_linears(layers_name, layers, config.target_modules, exclude) if refs]
+
+    target_weights = {id(ref.module.weight) for refs in per_layer for ref in refs}
+    if output is not None:
+        target_weights.add(id(output.module.weight))
+    extra: list[nn.Parameter] = []
+    if config.extra_trainable:
+        matched = [(n, p) for n, p in model.named_parameters() if _matches_any(n, config.extra_trainable)]
+        if not matched:
+            raise ValueError(
+                f"extra_trainable={list(config.extra_trainable)} matches no parameter name of the model (names look "
+                f"like {next(iter(dict(model.named_parameters())), '?')!r})."
+            )
+        clash = [n for n, p in matched if id(p) in target_weights]
+        if clash:
+            raise ValueError(
+                f"extra_trainable matches LoSiA target weights {clash[:3]}; these are trained through their subnet "
+                "blocks. Narrow the patterns (e.g. '*norm*', '*.bias')."
+            )
+        extra = [p for _, p in matched]
+
+    for param in model.parameters():
+        param.requires_grad_(False)
+    generator = torch.Generator().manual_seed(config.seed)
+    targets: list[SubnetTarget] = []
+    for group, refs in enumerate(per_layer):
+        for ref in refs:
+            out_features, in_features = ref.module.weight.shape
+            targets.append(
+                SubnetTarget(
+                    ref.name,
+                    ref.module,
+                    group,
+                    subnet_size(out_features, config.rank_factor),
+                    subnet_size(in_features, config.rank_factor),
+                    config.pro,
+                    generator,
+                )
+            )
+    num_groups = len(per_layer)
+    if output is not None:
+        vocab = output.module.weight.shape[0]
+        targets.append(
+            SubnetTarget(
+                output.name,
+                output.module,
+                num_groups,
+                subnet_size(vocab, config.output_rank_factor),
+                None,
+                config.pro,
+                generator,
+            )
+        )
+        num_groups += 1
+    for param in extra:
+        param.requires_grad_(True)
+
+    optimizer = LosiaAdamW(
+        targets,
+        num_groups,
+        config,
+        extra_params=extra,
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        weight_decay=weight_decay,
+        generator=generator,
+    )
+    optimizer.layout = LosiaLayout(
+        layers_path=layers_name,
+        groups=tuple(tuple(t.name for t in members) for members in optimizer.group_targets),
+        output_layer=None if output is None else output.name,
+        extra_trainable=tuple(n for n, p in model.named_parameters() if p.requires_grad and not n.endswith(BLOCK)),
+    )
+    return optimizer
+
+
+def detach_losia(model: nn.Module) -> nn.Module:
+    """Remove LoSiA from ``model`` in place: blocks are written back, forwards and extra tensors removed.
+
+    The model is afterwards a plain model holding the trained weights (all parameters stay frozen except those
+    that were trained as ``extra_trainable``).
+    """
+    for module in model.modules():
+        if hasattr(module, BLOCK):
+            remove_subnet(module)
+    return model
+
+
+def _matches_any(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatchcase(name, p) for p in patterns)

@@ -1,0 +1,176 @@
+"""Configuration of a LoSiA run (the algorithm's hyper-parameters, nothing about the training loop)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import torch
+
+IMPORTANCE_KINDS = ("sensitivity", "gradient")
+MODES = ("async", "sync", "once", "fixed")
+STRATEGIES = ("best", "input_first", "output_first")
+IMPORTANCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LosiaConfig:
+    """Hyper-parameters of LoSiA (paper sections 3.2-3.3) and LoSiA-Pro (section 3.3.1).
+
+    Args:
+        rank_factor: Rank factor p in (0, 1]. Each target weight of shape (out, in) trains one block of
+            floor(p*out) output neurons x floor(p*in) input neurons (at least 1 x 1).
+        time_slot: Time slot T >= 1, in optimizer steps. A group measures importance for T steps, reselects its
+            subnet, then rewarms its learning rate for T steps.
+        output_rank_factor: Output-layer factor p_o in [0, 1]. The output layer (lm_head) trains floor(p_o*vocab)
+            output neurons with all input neurons, as one more group. 0 leaves the output layer frozen.
+        importance: "sensitivity" (|W*G - (W*G)^2/2| with EMA smoothing and uncertainty, Eqs. 3-6) or
+            "gradient" (|G| with the same smoothing; the paper's GL ablation).
+        ema_betas: EMA factors (beta1, beta2) of the importance (Eq. 4) and the uncertainty (Eq. 5), each in (0, 1).
+        mode: "async" (one group measures per time slot, the paper's method), "sync" (all groups measure in the
+            same slot and reselect together; the SL ablation), "once" (each group localizes once, in its first
+            slot, and keeps that subnet; the ReLO ablation) or "fixed" (the random initial subnets are never
+            reselected).
+        pro: Use LoSiA-Pro: the linear layers save only the selected input neurons and compute only the block
+            gradient. False uses the plain reference path (full weight gradient, sliced).
+        target_modules: Which linear layers inside each decoder layer are trained. "all" selects every nn.Linear;
+            otherwise a name matches when it equals the module's last name component (e.g. "q_proj") or matches
+            its dotted path inside the layer as an fnmatch pattern (e.g. "self_attn.*").
+        extra_trainable: fnmatch patterns over full parameter names (e.g. "*norm*", "*.bias") of parameters trained
+            fully with plain AdamW next to the subnets. Parameters of LoSiA target weights cannot be listed.
+        selection: Greedy localization strategy (Algorithm 1): "input_first", "output_first" or "best" (keeps the
+            block with the larger total score).
+        importance_dtype: Dtype of the importance EMA buffers of the measuring group: "float32", "bfloat16" or
+            "float16".
+        layers_path: Dotted path of the nn.ModuleList holding the decoder layers (e.g. "model.layers"). Empty
+            means found automatically (the ModuleList with the most parameters).
+        seed: Seed of the random initial subnets. Every process with the same seed picks the same subnets.
+    """
+
+    rank_factor: float = field(
+        default=0.125,
+        metadata={
+            "help": "Rank factor p in (0, 1]: each target weight (out x in) trains a floor(p*out) x floor(p*in) block."
+        },
+    )
+    time_slot: int = field(
+        default=100,
+        metadata={"help": "Time slot T >= 1 (optimizer steps): importance window, then reselection and rewarm."},
+    )
+    output_rank_factor: float = field(
+        default=0.125,
+        metadata={
+            "help": "Output-layer factor p_o in [0, 1]: the output layer trains floor(p_o*vocab) output neurons with "
+            "all input neurons, as one more group. 0 leaves it frozen."
+        },
+    )
+    importance: Literal["sensitivity", "gradient"] = field(
+        default="sensitivity",
+        metadata={"help": "Importance score: 'sensitivity' (|W*G - (W*G)^2/2|, Eq. 3) or 'gradient' (|G|)."},
+    )
+    ema_betas: tuple[float, float] = field(
+        default=(0.85, 0.85),
+        metadata={"help": "EMA factors (beta1, beta2) of importance (Eq. 4) and uncertainty (Eq. 5), each in (0, 1)."},
+    )
+    mode: Literal["async", "sync", "once", "fixed"] = field(
+        default="async",
+        metadata={
+            "help": "Reselection schedule: 'async' (paper), 'sync' (all groups together), 'once' (localize once), "
+            "'fixed' (keep the random initial subnets)."
+        },
+    )
+    pro: bool = field(
+        default=True,
+        metadata={"help": "LoSiA-Pro: save only selected input neurons and compute only the block gradient."},
+    )
+    target_modules: tuple[str, ...] = field(
+        default=("all",),
+        metadata={
+            "help": "Linear layers inside each decoder layer to train: 'all', or names such as 'q_proj' "
+            "(last name component) or fnmatch patterns over the dotted path inside the layer ('self_attn.*')."
+        },
+    )
+    extra_trainable: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "fnmatch patterns over full parameter names ('*norm*', '*.bias') trained fully with AdamW."},
+    )
+    selection: Literal["best", "input_first", "output_first"] = field(
+        default="best",
+        metadata={"help": "Greedy localization: 'input_first', 'output_first' or 'best' (larger total score)."},
+    )
+    importance_dtype: Literal["float32", "bfloat16", "float16"] = field(
+        default="float32",
+        metadata={"help": "Dtype of the importance EMA buffers: 'float32', 'bfloat16' or 'float16'."},
+    )
+    layers_path: str = field(
+        default="",
+        metadata={"help": "Dotted path of the decoder-layer ModuleList (e.g. 'model.layers'); empty: automatic."},
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of the random initial subnets (same on every process)."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target_modules, str):
+            self.target_modules = tuple(s.strip() for s in self.target_modules.split(",") if s.strip())
+        if isinstance(self.extra_trainable, str):
+            self.extra_trainable = tuple(s.strip() for s in self.extra_trainable.split(",") if s.strip())
+        self.target_modules = tuple(self.target_modules)
+        self.extra_trainable = tuple(self.extra_trainable)
+        self.ema_betas = tuple(float(b) for b in self.ema_betas)  # type: ignore[assignment]
+
+        if not _is_number(self.rank_factor) or not 0.0 < self.rank_factor <= 1.0:
+            raise ValueError(f"rank_factor must be in (0, 1], got {self.rank_factor!r}; the paper uses 1/8.")
+        if isinstance(self.time_slot, bool) or not isinstance(self.time_slot, int) or self.time_slot < 1:
+            raise ValueError(f"time_slot must be an integer >= 1 (optimizer steps), got {self.time_slot!r}.")
+        if not _is_number(self.output_rank_factor) or not 0.0 <= self.output_rank_factor <= 1.0:
+            raise ValueError(
+                f"output_rank_factor must be in [0, 1] (0 leaves the output layer frozen), got "
+                f"{self.output_rank_factor!r}."
+            )
+        if self.importance not in IMPORTANCE_KINDS:
+            raise ValueError(f"importance must be one of {IMPORTANCE_KINDS}, got {self.importance!r}.")
+        if len(self.ema_betas) != 2 or not all(0.0 < b < 1.0 for b in self.ema_betas):
+            raise ValueError(f"ema_betas must be two numbers in (0, 1), got {self.ema_betas!r}; the paper uses 0.85.")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
+        if not isinstance(self.pro, bool):
+            raise ValueError(f"pro must be True or False, got {self.pro!r}.")
+        if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):
+            raise ValueError(
+                f"target_modules must name at least one linear layer ('all', 'q_proj', 'self_attn.*'), got "
+                f"{self.target_modules!r}."
+            )
+        if not all(isinstance(t, str) and t for t in self.extra_trainable):
+            raise ValueError(f"extra_trainable must hold non-empty name patterns, got {self.extra_trainable!r}.")
+        if self.selection not in STRATEGIES:
+            raise ValueError(f"selection must be one of {STRATEGIES}, got {self.selection!r}.")
+        if self.importance_dtype not in IMPORTANCE_DTYPES:
+            raise ValueError(
+                f"importance_dtype must be one of {tuple(IMPORTANCE_DTYPES)}, got {self.importance_dtype!r}."
+            )
+        if not isinstance(self.layers_path, str):
+            raise ValueError(f"layers_path must be a dotted module path or '', got {self.layers_path!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}.")
+
+    @property
+    def torch_importance_dtype(self) -> torch.dtype:
+        """The importance buffer dtype as a ``torch.dtype``."""
+        return IMPORTANCE_DTYPES[self.importance_dtype]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form (tuples become lists) for JSON and checkpoints."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> LosiaConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise a ``ValueError`` naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown LosiaConfig fields {unknown}; known fields are {sorted(known)}.")
+        return cls(**values)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

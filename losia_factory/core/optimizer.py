@@ -1,0 +1,246 @@
+"""LosiaAdamW: AdamW on the subnet blocks, plus importance measurement, reselection and write-back.
+
+One optimizer step at 0-based step ``s`` (Algorithm 2 of the paper, with the schedule of :class:`LosiaSchedule`):
+
+1. every target of a group measuring during ``s`` updates its importance EMA from the full weight gradient summed
+   over the step's micro-batches (Eqs. 3-6); the EMA starts from zero on the first step of the window;
+2. AdamW (decoupled weight decay) updates the fp32 blocks and the extra fully-trained parameters, with the
+   per-group learning rates set by :class:`~.lr_scheduler.LosiaLRScheduler` (rewarm, Eq. 8);
+3. every block is written back into its backbone weight;
+4. groups whose window ends at ``s`` localize a new subnet (Algorithm 1), take its values from the backbone, reset
+   their Adam moments and step count, and drop their importance buffers;
+5. the groups measuring during ``s + 1`` start collecting full gradients.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import LosiaConfig
+from .importance import ImportanceEMA
+from .schedule import LosiaSchedule
+from .selection import select_block, top_indices
+from .subnet import SubnetTarget
+
+STATE_VERSION = 1
+
+
+class LosiaAdamW(torch.optim.AdamW):
+    """AdamW over LoSiA subnet blocks (one param group per LoSiA group) and extra fully-trained parameters.
+
+    Built by :func:`~.attach.attach_losia`; use it like any optimizer (``loss.backward(); opt.step();
+    opt.zero_grad()``). Param groups carry ``"losia_group"`` (int, or None for the extra parameters) and ``"name"``.
+
+    Args:
+        targets: The subnet targets, each with its group index.
+        num_groups: Number of LoSiA groups G.
+        config: The LoSiA configuration.
+        extra_params: Parameters trained fully (may be empty).
+        lr: Base learning rate.
+        betas: Adam's (beta1, beta2) (not the importance EMA factors).
+        eps: Adam's epsilon.
+        weight_decay: Decoupled weight decay.
+        generator: The generator that drew the initial subnets (its state is saved for completeness).
+    """
+
+    def __init__(
+        self,
+        targets: Sequence[SubnetTarget],
+        num_groups: int,
+        config: LosiaConfig,
+        extra_params: Sequence[nn.Parameter] = (),
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.targets = list(targets)
+        self.config = config
+        self.schedule = LosiaSchedule(num_groups, config.time_slot, 0, config.mode)
+        self.group_targets: list[list[SubnetTarget]] = [[] for _ in range(num_groups)]
+        for target in self.targets:
+            self.group_targets[target.group].append(target)
+        if any(not members for members in self.group_targets):
+            raise ValueError("every LoSiA group needs at least one target layer")
+        param_groups: list[dict[str, Any]] = [
+            {"params": [t.block for t in members], "losia_group": g, "name": f"losia_group_{g}"}
+            for g, members in enumerate(self.group_targets)
+        ]
+        if extra_params:
+            param_groups.append({"params": list(extra_params), "losia_group": None, "name": "extra"})
+        super().__init__(param_groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        self.global_step = 0
+        self.importance: dict[str, ImportanceEMA] = {}
+        self.generator = generator
+        self.rewarm_attached = False
+        self._warned_no_rewarm = False
+        self._arm(0)
+
+    # -- the step -------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One LoSiA step (see the module docstring)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._warn_if_no_rewarm()
+        step = self.global_step
+        scoring = self.schedule.scoring_groups(step)
+        for group in scoring:
+            self._update_importance(step, group)
+        super().step()
+        for target in self.targets:
+            target.write_back()
+        for group in scoring:
+            if self.schedule.reselects_after(step, group):
+                self._reselect(group)
+        self.global_step = step + 1
+        self._arm(self.global_step)
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear parameter gradients and any full gradients collected for importance."""
+        super().zero_grad(set_to_none=set_to_none)
+        for target in self.targets:
+            if target.sink is not None:
+                target.sink.take()
+
+    def _arm(self, step: int) -> None:
+        """Let the groups measuring at ``step`` collect full weight gradients; the others stop."""
+        scoring = set(self.schedule.scoring_groups(step))
+        for target in self.targets:
+            target.set_measuring(target.group in scoring)
+
+    def _update_importance(self, step: int, group: int) -> None:
+        fresh = self.schedule.is_window_start(step)
+        for target in self.group_targets[group]:
+            grad = target.sink.take() if target.sink is not None else None
+            if grad is None:
+                continue  # the layer took no part in this step's forward pass
+            ema = self.importance.get(target.name)
+            if ema is None or fresh:
+                ema = ImportanceEMA(
+                    target.weight.shape,
+                    self.config.ema_betas,
+                    self.config.importance,
+                    dtype=self.config.torch_importance_dtype,
+                    device=grad.device,
+                )
+                self.importance[target.name] = ema
+            ema.update(target.weight, grad)
+
+    def _reselect(self, group: int) -> None:
+        for target in self.group_targets[group]:
+            ema = self.importance.pop(target.name, None)
+            if ema is None:
+                continue  # never received a gradient in its window: keep the current subnet
+            score = ema.score()
+            del ema
+            if target.num_in is None:
+                out_idx, in_idx = top_indices(score.sum(dim=1), target.num_out), None
+            else:
+                out_idx, in_idx = select_block(score, target.num_out, target.num_in, self.config.selection)
+            del score
+            target.move_to(out_idx, in_idx)
+            # Fresh Adam moments and bias correction for the new block (Algorithm 2, line 34).
+            self.state.pop(target.block, None)
+
+    def _warn_if_no_rewarm(self) -> None:
+        if self.rewarm_attached or self._warned_no_rewarm or self.config.mode == "fixed":
+            return
+        self._warned_no_rewarm = True
+        warnings.warn(
+            "LosiaAdamW is stepped without a LosiaLRScheduler, so learning rates are not rewarmed after reselection "
+            "(paper Eq. 8). Build one with LosiaLRScheduler(optimizer, num_training_steps=..., warmup_steps=...).",
+            stacklevel=3,
+        )
+
+    # -- reporting ------------------------------------------------------------------------------------------------
+
+    def num_trainable(self) -> dict[str, int]:
+        """Trainable element counts: ``{"subnet": ..., "extra": ...}``."""
+        subnet = sum(t.block.numel() for t in self.targets)
+        extra = sum(p.numel() for g in self.param_groups if g["losia_group"] is None for p in g["params"])
+        return {"subnet": subnet, "extra": extra}
+
+    # -- checkpointing --------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """AdamW's state dict plus a ``"losia"`` entry: step, indices, fp32 masters, importance buffers, RNG."""
+        state = super().state_dict()
+        state["losia"] = {
+            "version": STATE_VERSION,
+            "step": self.global_step,
+            "config": self.config.to_dict(),
+            "targets": [
+                {
+                    "name": t.name,
+                    "group": t.group,
+                    "out_idx": t.out_idx,
+                    "in_idx": t.in_idx,
+                    "master": t.block.detach(),
+                }
+                for t in self.targets
+            ],
+            "importance": {name: ema.state_dict() for name, ema in self.importance.items()},
+            "rng": None if self.generator is None else self.generator.get_state(),
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a state saved by :meth:`state_dict` into an optimizer attached to the same model layout."""
+        state_dict = dict(state_dict)
+        losia = state_dict.pop("losia", None)
+        if losia is None:
+            raise ValueError("This optimizer state has no 'losia' entry: it was not saved by LosiaAdamW.")
+        if losia.get("version") != STATE_VERSION:
+            raise ValueError(f"Unsupported LoSiA state version {losia.get('version')!r} (expected {STATE_VERSION}).")
+        saved_names = [t["name"] for t in losia["targets"]]
+        names = [t.name for t in self.targets]
+        if saved_names != names:
+            first = next((a, b) for a, b in itertools.zip_longest(saved_names, names) if a != b)
+            raise ValueError(
+                "The saved LoSiA state covers different layers than this optimizer "
+                f"({len(saved_names)} saved vs {len(names)} now; first difference (saved, now): {first}). Attach "
+                "LoSiA with the same model, target_modules and output_rank_factor as the saved run."
+            )
+        for target, saved in zip(self.targets, losia["targets"]):
+            if tuple(saved["master"].shape) != tuple(target.block.shape):
+                raise ValueError(
+                    f"{target.name}: saved block shape {tuple(saved['master'].shape)} differs from "
+                    f"{tuple(target.block.shape)}; the rank factors differ from the saved run."
+                )
+        super().load_state_dict(state_dict)
+        with torch.no_grad():
+            for target, saved in zip(self.targets, losia["targets"]):
+                target.out_idx.copy_(saved["out_idx"])
+                if target.in_idx is not None:
+                    target.in_idx.copy_(saved["in_idx"])
+                target.block.copy_(saved["master"])
+                target.write_back()
+        self.importance = {}
+        by_name = {t.name: t for t in self.targets}
+        for name, saved in losia["importance"].items():
+            target = by_name[name]
+            ema = ImportanceEMA(
+                target.weight.shape,
+                self.config.ema_betas,
+                self.config.importance,
+                dtype=self.config.torch_importance_dtype,
+                device=target.weight.device,
+            )
+            ema.load_state_dict(saved)
+            self.importance[name] = ema
+        if self.generator is not None and losia.get("rng") is not None:
+            self.generator.set_state(losia["rng"])
+        self.global_step = int(losia["step"])
+        self._arm(self.global_step)

@@ -1,0 +1,57 @@
+"""LosiaConfig validation: every bad value is refused with a message naming the field."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from losia_factory.core import LosiaConfig
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        (dict(rank_factor=0.0), "rank_factor"),
+        (dict(rank_factor=1.5), "rank_factor"),
+        (dict(rank_factor=float("nan")), "rank_factor"),
+        (dict(time_slot=0), "time_slot"),
+        (dict(time_slot=2.5), "time_slot"),
+        (dict(output_rank_factor=-0.1), "output_rank_factor"),
+        (dict(output_rank_factor=2), "output_rank_factor"),
+        (dict(importance="fisher"), "importance"),
+        (dict(ema_betas=(0.85,)), "ema_betas"),
+        (dict(ema_betas=(0.85, 1.0)), "ema_betas"),
+        (dict(mode="random"), "mode"),
+        (dict(pro="yes"), "pro"),
+        (dict(target_modules=()), "target_modules"),
+        (dict(extra_trainable=("",)), "extra_trainable"),
+        (dict(selection="top"), "selection"),
+        (dict(importance_dtype="int8"), "importance_dtype"),
+        (dict(seed="1"), "seed"),
+    ],
+)
+def test_bad_values_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        LosiaConfig(**kwargs)
+
+
+def test_defaults_follow_the_paper():
+    cfg = LosiaConfig()
+    assert cfg.rank_factor == 0.125 and cfg.ema_betas == (0.85, 0.85) and cfg.mode == "async"
+    assert cfg.importance == "sensitivity" and cfg.selection == "best"
+
+
+def test_comma_strings_and_round_trip():
+    cfg = LosiaConfig(target_modules="q_proj, v_proj", extra_trainable="*norm*")
+    assert cfg.target_modules == ("q_proj", "v_proj") and cfg.extra_trainable == ("*norm*",)
+    assert LosiaConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="Unknown LosiaConfig fields"):
+        LosiaConfig.from_dict({"rank": 8})
+
+
+def test_every_field_has_help_in_the_docstring():
+    doc = LosiaConfig.__doc__
+    for f in dataclasses.fields(LosiaConfig):
+        assert f.metadata.get("help"), f.name
+        assert f"{f.name}:" in doc, f.name
