@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint format clean
+.PHONY: setup test test-fast lint format demo docs clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/setup_dev.sh
 	bash scripts/setup_dev.sh
@@ -15,6 +15,15 @@ test: $(STAMP)  ## lint, then the whole test suite (slow end-to-end tests includ
 
 test-fast: $(STAMP)  ## the suite without the slow end-to-end tests
 	$(PY) -m pytest -ra -m "not slow"
+
+demo: $(STAMP)  ## build a tiny offline LLaMA + the bundled dataset, train it with LoSiA-Pro on CPU
+	$(VENV)/bin/losia-factory demo-assets --out demo
+	HF_HUB_OFFLINE=1 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/llamafactory-cli train recipes/quickstart_cpu.yaml
+	@echo "Demo done: the trained model (a full model) is in $(CURDIR)/saves/quickstart-losia"
+	@echo "Try it:    $(VENV)/bin/llamafactory-cli chat recipes/quickstart_chat.yaml"
+
+docs: $(STAMP)  ## regenerate docs/arguments.md from the argument dataclass
+	$(PY) scripts/gen_arguments_doc.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -5,8 +5,16 @@ Read top to bottom next to the paper: :mod:`.importance` (Eqs. 3-6), :mod:`.sele
 (Algorithm 2), :mod:`.lr_scheduler`, :mod:`.attach`.
 """
 
-from .attach import LosiaLayout, attach_losia, detach_losia
-from .config import LosiaConfig
+from .attach import (
+    LosiaAttachment,
+    LosiaLayout,
+    attach_losia,
+    create_losia_optimizer,
+    detach_losia,
+    find_attachment,
+    prepare_losia,
+)
+from .config import LosiaConfig, LosiaConfigError
 from .discovery import find_decoder_layers, find_output_layer, find_target_linears
 from .functional import BlockInjectFunction, GradientSink, SubnetLinearFunction
 from .importance import ImportanceEMA, sensitivity
@@ -21,7 +29,9 @@ __all__ = [
     "GradientSink",
     "ImportanceEMA",
     "LosiaAdamW",
+    "LosiaAttachment",
     "LosiaConfig",
+    "LosiaConfigError",
     "LosiaLRScheduler",
     "LosiaLayout",
     "LosiaSchedule",
@@ -30,10 +40,13 @@ __all__ = [
     "attach_losia",
     "base_lr_lambda",
     "block_score",
+    "create_losia_optimizer",
     "detach_losia",
+    "find_attachment",
     "find_decoder_layers",
     "find_output_layer",
     "find_target_linears",
+    "prepare_losia",
     "select_block",
     "select_subnet",
     "sensitivity",

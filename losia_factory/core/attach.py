@@ -8,16 +8,18 @@ from fnmatch import fnmatchcase
 import torch
 from torch import nn
 
-from .config import LosiaConfig
+from .config import LosiaConfig, LosiaConfigError
 from .discovery import find_decoder_layers, find_output_layer, find_target_linears
 from .optimizer import LosiaAdamW
 from .selection import subnet_size
 from .subnet import BLOCK, SubnetTarget, remove_subnet
 
+ATTACHMENT = "losia_attachment"
+
 
 @dataclass(frozen=True)
 class LosiaLayout:
-    """What ``attach_losia`` found: decoder-layer list, targets per group and the output layer (if trained)."""
+    """What ``prepare_losia`` found: decoder-layer list, targets per group and the output layer (if trained)."""
 
     layers_path: str
     groups: tuple[tuple[str, ...], ...]
@@ -25,40 +27,34 @@ class LosiaLayout:
     extra_trainable: tuple[str, ...]
 
 
-def attach_losia(
-    model: nn.Module,
-    config: LosiaConfig | None = None,
-    *,
-    lr: float,
-    weight_decay: float = 0.0,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-) -> LosiaAdamW:
-    """Turn ``model`` into a LoSiA model and return its ready optimizer.
+@dataclass
+class LosiaAttachment:
+    """Everything ``prepare_losia`` added to a model, kept on it as ``model.losia_attachment``."""
+
+    config: LosiaConfig
+    targets: list[SubnetTarget]
+    num_groups: int
+    extra_params: list[nn.Parameter]
+    layout: LosiaLayout
+    generator: torch.Generator
+
+
+def prepare_losia(model: nn.Module, config: LosiaConfig | None = None) -> LosiaAttachment:
+    """Turn ``model`` into a LoSiA model (no optimizer yet); see :func:`attach_losia`.
 
     Every parameter is frozen except the fp32 subnet blocks added to the target linears and the parameters matched
     by ``config.extra_trainable``. Groups are the decoder layers that hold targets, in order, followed by the output
     layer when ``config.output_rank_factor > 0``. Initial subnets are drawn at random from ``config.seed``.
-
-    Use the result like any optimizer; pair it with :class:`~.lr_scheduler.LosiaLRScheduler` for the rewarm
-    schedule. The model keeps its module names and ``state_dict`` keys; :func:`detach_losia` removes LoSiA again.
-
-    Args:
-        model: Any model with its decoder layers in an ``nn.ModuleList``.
-        config: LoSiA hyper-parameters (defaults: ``LosiaConfig()``).
-        lr: Base learning rate.
-        weight_decay: AdamW's decoupled weight decay.
-        betas: AdamW's (beta1, beta2).
-        eps: AdamW's epsilon.
     """
     config = config or LosiaConfig()
-    if any(hasattr(m, BLOCK) for m in model.modules()):
+    if find_attachment(model) is not None or any(hasattr(m, BLOCK) for m in model.modules()):
         raise RuntimeError("The model already has LoSiA attached; call detach_losia(model) first.")
     output = find_output_layer(model) if config.output_rank_factor > 0 else None
     if config.output_rank_factor > 0 and output is None:
-        raise ValueError(
+        raise LosiaConfigError(
+            "output_rank_factor",
             "output_rank_factor > 0 but the model has no nn.Linear output layer (get_output_embeddings() or "
-            "lm_head); set output_rank_factor to 0."
+            "lm_head); set output_rank_factor to 0.",
         )
     layers_name, layers = find_decoder_layers(model, config.layers_path)
     exclude = (output.module,) if output is not None else ()
@@ -67,21 +63,7 @@ def attach_losia(
     target_weights = {id(ref.module.weight) for refs in per_layer for ref in refs}
     if output is not None:
         target_weights.add(id(output.module.weight))
-    extra: list[nn.Parameter] = []
-    if config.extra_trainable:
-        matched = [(n, p) for n, p in model.named_parameters() if _matches_any(n, config.extra_trainable)]
-        if not matched:
-            raise ValueError(
-                f"extra_trainable={list(config.extra_trainable)} matches no parameter name of the model (names look "
-                f"like {next(iter(dict(model.named_parameters())), '?')!r})."
-            )
-        clash = [n for n, p in matched if id(p) in target_weights]
-        if clash:
-            raise ValueError(
-                f"extra_trainable matches LoSiA target weights {clash[:3]}; these are trained through their subnet "
-                "blocks. Narrow the patterns (e.g. '*norm*', '*.bias')."
-            )
-        extra = [p for _, p in matched]
+    extra_named = _match_extra(model, config.extra_trainable, target_weights)
 
     for param in model.parameters():
         param.requires_grad_(False)
@@ -116,27 +98,90 @@ def attach_losia(
             )
         )
         num_groups += 1
-    for param in extra:
+    for _, param in extra_named:
         param.requires_grad_(True)
+    layout = LosiaLayout(
+        layers_path=layers_name,
+        groups=tuple(tuple(t.name for t in targets if t.group == g) for g in range(num_groups)),
+        output_layer=None if output is None else output.name,
+        extra_trainable=tuple(name for name, _ in extra_named),
+    )
+    attachment = LosiaAttachment(config, targets, num_groups, [p for _, p in extra_named], layout, generator)
+    model.losia_attachment = attachment
+    return attachment
 
+
+def find_attachment(model: nn.Module) -> LosiaAttachment | None:
+    """The ``LosiaAttachment`` of ``model`` or of one of its submodules (e.g. inside a value-head wrapper)."""
+    for module in model.modules():
+        attachment = module.__dict__.get(ATTACHMENT)
+        if attachment is not None:
+            return attachment
+    return None
+
+
+def create_losia_optimizer(
+    model: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> LosiaAdamW:
+    """Build the :class:`LosiaAdamW` of a model prepared with :func:`prepare_losia`.
+
+    Besides the subnet blocks it trains, with plain AdamW, the ``extra_trainable`` parameters and any other parameter
+    of ``model`` that requires a gradient (for instance a value head wrapped around the prepared model).
+    """
+    attachment = find_attachment(model)
+    if attachment is None:
+        raise RuntimeError("The model has no LoSiA attachment; call prepare_losia(model, config) first.")
+    # Parameters made trainable after preparation (e.g. a value head added around the model) train fully too.
+    known = {id(t.block) for t in attachment.targets} | {id(p) for p in attachment.extra_params}
+    extra = list(attachment.extra_params) + [p for p in model.parameters() if p.requires_grad and id(p) not in known]
     optimizer = LosiaAdamW(
-        targets,
-        num_groups,
-        config,
+        attachment.targets,
+        attachment.num_groups,
+        attachment.config,
         extra_params=extra,
         lr=lr,
         betas=betas,
         eps=eps,
         weight_decay=weight_decay,
-        generator=generator,
+        generator=attachment.generator,
     )
-    optimizer.layout = LosiaLayout(
-        layers_path=layers_name,
-        groups=tuple(tuple(t.name for t in members) for members in optimizer.group_targets),
-        output_layer=None if output is None else output.name,
-        extra_trainable=tuple(n for n, p in model.named_parameters() if p.requires_grad and not n.endswith(BLOCK)),
-    )
+    optimizer.layout = attachment.layout
     return optimizer
+
+
+def attach_losia(
+    model: nn.Module,
+    config: LosiaConfig | None = None,
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> LosiaAdamW:
+    """Turn ``model`` into a LoSiA model and return its ready optimizer.
+
+    Every parameter is frozen except the fp32 subnet blocks added to the target linears and the parameters matched
+    by ``config.extra_trainable``. Groups are the decoder layers that hold targets, in order, followed by the output
+    layer when ``config.output_rank_factor > 0``. Initial subnets are drawn at random from ``config.seed``.
+
+    Use the result like any optimizer; pair it with :class:`~.lr_scheduler.LosiaLRScheduler` for the rewarm
+    schedule. The model keeps its module names and ``state_dict`` keys; :func:`detach_losia` removes LoSiA again.
+
+    Args:
+        model: Any model with its decoder layers in an ``nn.ModuleList``.
+        config: LoSiA hyper-parameters (defaults: ``LosiaConfig()``).
+        lr: Base learning rate.
+        weight_decay: AdamW's decoupled weight decay.
+        betas: AdamW's (beta1, beta2).
+        eps: AdamW's epsilon.
+    """
+    prepare_losia(model, config)
+    return create_losia_optimizer(model, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
 
 
 def detach_losia(model: nn.Module) -> nn.Module:
@@ -148,8 +193,27 @@ def detach_losia(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if hasattr(module, BLOCK):
             remove_subnet(module)
+        module.__dict__.pop(ATTACHMENT, None)
     return model
 
 
-def _matches_any(name: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatchcase(name, p) for p in patterns)
+def _match_extra(
+    model: nn.Module, patterns: tuple[str, ...], target_weights: set[int]
+) -> list[tuple[str, nn.Parameter]]:
+    if not patterns:
+        return []
+    matched = [(n, p) for n, p in model.named_parameters() if any(fnmatchcase(n, pat) for pat in patterns)]
+    if not matched:
+        raise LosiaConfigError(
+            "extra_trainable",
+            f"extra_trainable={list(patterns)} matches no parameter name of the model (names look like "
+            f"{next(iter(dict(model.named_parameters())), '?')!r}).",
+        )
+    clash = [n for n, p in matched if id(p) in target_weights]
+    if clash:
+        raise LosiaConfigError(
+            "extra_trainable",
+            f"extra_trainable matches LoSiA target weights {clash[:3]}; these are trained through their subnet "
+            "blocks. Narrow the patterns (e.g. '*norm*', '*.bias').",
+        )
+    return matched

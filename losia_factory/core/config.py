@@ -14,6 +14,14 @@ STRATEGIES = ("best", "input_first", "output_first")
 IMPORTANCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+class LosiaConfigError(ValueError):
+    """A bad LosiaConfig value; ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass
 class LosiaConfig:
     """Hyper-parameters of LoSiA (paper sections 3.2-3.3) and LoSiA-Pro (section 3.3.1).
@@ -119,39 +127,54 @@ class LosiaConfig:
         self.ema_betas = tuple(float(b) for b in self.ema_betas)  # type: ignore[assignment]
 
         if not _is_number(self.rank_factor) or not 0.0 < self.rank_factor <= 1.0:
-            raise ValueError(f"rank_factor must be in (0, 1], got {self.rank_factor!r}; the paper uses 1/8.")
+            raise LosiaConfigError(
+                "rank_factor", f"rank_factor must be in (0, 1], got {self.rank_factor!r}; the paper uses 1/8."
+            )
         if isinstance(self.time_slot, bool) or not isinstance(self.time_slot, int) or self.time_slot < 1:
-            raise ValueError(f"time_slot must be an integer >= 1 (optimizer steps), got {self.time_slot!r}.")
+            raise LosiaConfigError(
+                "time_slot", f"time_slot must be an integer >= 1 (optimizer steps), got {self.time_slot!r}."
+            )
         if not _is_number(self.output_rank_factor) or not 0.0 <= self.output_rank_factor <= 1.0:
-            raise ValueError(
+            raise LosiaConfigError(
+                "output_rank_factor",
                 f"output_rank_factor must be in [0, 1] (0 leaves the output layer frozen), got "
-                f"{self.output_rank_factor!r}."
+                f"{self.output_rank_factor!r}.",
             )
         if self.importance not in IMPORTANCE_KINDS:
-            raise ValueError(f"importance must be one of {IMPORTANCE_KINDS}, got {self.importance!r}.")
+            raise LosiaConfigError(
+                "importance", f"importance must be one of {IMPORTANCE_KINDS}, got {self.importance!r}."
+            )
         if len(self.ema_betas) != 2 or not all(0.0 < b < 1.0 for b in self.ema_betas):
-            raise ValueError(f"ema_betas must be two numbers in (0, 1), got {self.ema_betas!r}; the paper uses 0.85.")
+            raise LosiaConfigError(
+                "ema_betas", f"ema_betas must be two numbers in (0, 1), got {self.ema_betas!r}; the paper uses 0.85."
+            )
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
+            raise LosiaConfigError("mode", f"mode must be one of {MODES}, got {self.mode!r}.")
         if not isinstance(self.pro, bool):
-            raise ValueError(f"pro must be True or False, got {self.pro!r}.")
+            raise LosiaConfigError("pro", f"pro must be True or False, got {self.pro!r}.")
         if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):
-            raise ValueError(
+            raise LosiaConfigError(
+                "target_modules",
                 f"target_modules must name at least one linear layer ('all', 'q_proj', 'self_attn.*'), got "
-                f"{self.target_modules!r}."
+                f"{self.target_modules!r}.",
             )
         if not all(isinstance(t, str) and t for t in self.extra_trainable):
-            raise ValueError(f"extra_trainable must hold non-empty name patterns, got {self.extra_trainable!r}.")
+            raise LosiaConfigError(
+                "extra_trainable", f"extra_trainable must hold non-empty name patterns, got {self.extra_trainable!r}."
+            )
         if self.selection not in STRATEGIES:
-            raise ValueError(f"selection must be one of {STRATEGIES}, got {self.selection!r}.")
+            raise LosiaConfigError("selection", f"selection must be one of {STRATEGIES}, got {self.selection!r}.")
         if self.importance_dtype not in IMPORTANCE_DTYPES:
-            raise ValueError(
-                f"importance_dtype must be one of {tuple(IMPORTANCE_DTYPES)}, got {self.importance_dtype!r}."
+            raise LosiaConfigError(
+                "importance_dtype",
+                f"importance_dtype must be one of {tuple(IMPORTANCE_DTYPES)}, got {self.importance_dtype!r}.",
             )
         if not isinstance(self.layers_path, str):
-            raise ValueError(f"layers_path must be a dotted module path or '', got {self.layers_path!r}.")
+            raise LosiaConfigError(
+                "layers_path", f"layers_path must be a dotted module path or '', got {self.layers_path!r}."
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}.")
+            raise LosiaConfigError("seed", f"seed must be an integer, got {self.seed!r}.")
 
     @property
     def torch_importance_dtype(self) -> torch.dtype:

@@ -12,6 +12,8 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
+from .config import LosiaConfigError
+
 
 @dataclass(frozen=True)
 class LinearRef:
@@ -37,9 +39,13 @@ def find_decoder_layers(model: nn.Module, layers_path: str = "") -> tuple[str, n
         try:
             layers = model.get_submodule(layers_path)
         except AttributeError as err:
-            raise ValueError(f"layers_path={layers_path!r} does not name a submodule of the model: {err}") from None
+            raise LosiaConfigError(
+                "layers_path", f"layers_path={layers_path!r} does not name a submodule of the model: {err}"
+            ) from None
         if not isinstance(layers, nn.ModuleList):
-            raise ValueError(f"layers_path={layers_path!r} names a {type(layers).__name__}, not an nn.ModuleList.")
+            raise LosiaConfigError(
+                "layers_path", f"layers_path={layers_path!r} names a {type(layers).__name__}, not an nn.ModuleList."
+            )
         return layers_path, layers
     best: tuple[int, str, nn.ModuleList] | None = None
     for name, module in model.named_modules():
@@ -51,9 +57,10 @@ def find_decoder_layers(model: nn.Module, layers_path: str = "") -> tuple[str, n
         if best is None or size > best[0]:
             best = (size, name, module)
     if best is None:
-        raise ValueError(
+        raise LosiaConfigError(
+            "layers_path",
             "No nn.ModuleList of blocks containing nn.Linear layers was found in the model; set layers_path to the "
-            "dotted path of its decoder layers (e.g. 'model.layers')."
+            "dotted path of its decoder layers (e.g. 'model.layers').",
         )
     return best[1], best[2]
 
@@ -87,9 +94,10 @@ def find_target_linears(
                 found.append(LinearRef(f"{layers_name}.{index}.{rel}", module))
         per_layer.append(found)
     if not any(per_layer):
-        raise ValueError(
+        raise LosiaConfigError(
+            "target_modules",
             f"target_modules={list(patterns)} matches no nn.Linear inside the decoder layers ({layers_name}); "
-            f"linear layers of {layers_name}.0 are {available}. Use 'all', one of these names, or a pattern."
+            f"linear layers of {layers_name}.0 are {available}. Use 'all', one of these names, or a pattern.",
         )
     return per_layer
 

@@ -97,11 +97,14 @@ class LosiaLRScheduler(LRScheduler):
         return lrs
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambda")}
+        # Plain values only (checkpoints are loaded with torch.load(weights_only=True)); the callables and the
+        # rewarm schedule are rebuilt from them.
+        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambda", "rewarm")}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         custom = self.custom_lambda
         self.__dict__.update(state_dict)
         self.custom_lambda = custom
+        self.rewarm = replace(self.optimizer.schedule, warmup_steps=self.warmup_steps)
         if not custom:
             self.lr_lambda = base_lr_lambda(self.kind, self.num_training_steps, self.warmup_steps, self.min_lr_ratio)

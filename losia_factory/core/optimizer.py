@@ -35,7 +35,9 @@ class LosiaAdamW(torch.optim.AdamW):
     """AdamW over LoSiA subnet blocks (one param group per LoSiA group) and extra fully-trained parameters.
 
     Built by :func:`~.attach.attach_losia`; use it like any optimizer (``loss.backward(); opt.step();
-    opt.zero_grad()``). Param groups carry ``"losia_group"`` (int, or None for the extra parameters) and ``"name"``.
+    opt.zero_grad()``). Param group 0 (``"name": "extra"``, ``"losia_group": None``) holds the fully trained
+    parameters, possibly none, and follows the base schedule; group ``1 + g`` holds the blocks of LoSiA group ``g``
+    (``"losia_group": g``, ``"name"``: the common module prefix, e.g. ``model.layers.3`` or ``lm_head``).
 
     Args:
         targets: The subnet targets, each with its group index.
@@ -69,14 +71,16 @@ class LosiaAdamW(torch.optim.AdamW):
             self.group_targets[target.group].append(target)
         if any(not members for members in self.group_targets):
             raise ValueError("every LoSiA group needs at least one target layer")
-        param_groups: list[dict[str, Any]] = [
-            {"params": [t.block for t in members], "losia_group": g, "name": f"losia_group_{g}"}
+        # Param group 0 holds the fully trained extras (possibly none) and always follows the base schedule, so
+        # loggers that read the first group's learning rate (transformers' "learning_rate") show the base curve.
+        param_groups: list[dict[str, Any]] = [{"params": list(extra_params), "losia_group": None, "name": "extra"}]
+        param_groups += [
+            {"params": [t.block for t in members], "losia_group": g, "name": _group_name(members)}
             for g, members in enumerate(self.group_targets)
         ]
-        if extra_params:
-            param_groups.append({"params": list(extra_params), "losia_group": None, "name": "extra"})
         super().__init__(param_groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         self.global_step = 0
+        self.last_reselected: tuple[int, ...] = ()
         self.importance: dict[str, ImportanceEMA] = {}
         self.generator = generator
         self.rewarm_attached = False
@@ -100,9 +104,9 @@ class LosiaAdamW(torch.optim.AdamW):
         super().step()
         for target in self.targets:
             target.write_back()
-        for group in scoring:
-            if self.schedule.reselects_after(step, group):
-                self._reselect(group)
+        self.last_reselected = tuple(g for g in scoring if self.schedule.reselects_after(step, g))
+        for group in self.last_reselected:
+            self._reselect(group)
         self.global_step = step + 1
         self._arm(self.global_step)
         return loss
@@ -165,6 +169,10 @@ class LosiaAdamW(torch.optim.AdamW):
         )
 
     # -- reporting ------------------------------------------------------------------------------------------------
+
+    def group_name(self, group: int) -> str:
+        """Name of LoSiA group ``group`` (its param group is ``param_groups[1 + group]``)."""
+        return self.param_groups[1 + group]["name"]
 
     def num_trainable(self) -> dict[str, int]:
         """Trainable element counts: ``{"subnet": ..., "extra": ...}``."""
@@ -244,3 +252,14 @@ class LosiaAdamW(torch.optim.AdamW):
             self.generator.set_state(losia["rng"])
         self.global_step = int(losia["step"])
         self._arm(self.global_step)
+
+
+def _group_name(members: Sequence[SubnetTarget]) -> str:
+    """The longest dotted prefix shared by a group's module names (``model.layers.3``; ``lm_head`` alone)."""
+    parts = [t.name.split(".") for t in members]
+    common = []
+    for pieces in zip(*parts):
+        if any(p != pieces[0] for p in pieces):
+            break
+        common.append(pieces[0])
+    return ".".join(common) or members[0].name

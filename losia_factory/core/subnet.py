@@ -45,9 +45,20 @@ def _hide_block(module: nn.Module, state_dict: dict, prefix: str, local_metadata
     state_dict.pop(prefix + BLOCK, None)
 
 
-def _ignore_missing_block(module: nn.Module, incompatible_keys) -> None:
+def _note_weight_reload(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    module._losia_weight_reloaded = prefix + "weight" in state_dict
+
+
+def _after_load(module: nn.Module, incompatible_keys) -> None:
     missing = incompatible_keys.missing_keys
     missing[:] = [k for k in missing if k != BLOCK and not k.endswith("." + BLOCK)]
+    # New backbone values (e.g. a checkpoint being resumed) make the master block stale: take it from the weight
+    # again, so that no later write-back restores old values. An optimizer state loaded afterwards brings back the
+    # exact fp32 masters and indices of the checkpoint.
+    if module.__dict__.pop("_losia_weight_reloaded", False):
+        with torch.no_grad():
+            block = getattr(module, BLOCK)
+            block.copy_(gather_block(module.weight, getattr(module, OUT_IDX), getattr(module, IN_IDX)))
 
 
 def random_indices(features: int, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -103,7 +114,8 @@ class SubnetTarget:
             _HANDLES,
             (
                 module.register_state_dict_post_hook(_hide_block),
-                module.register_load_state_dict_post_hook(_ignore_missing_block),
+                module.register_load_state_dict_pre_hook(_note_weight_reload),
+                module.register_load_state_dict_post_hook(_after_load),
             ),
         )
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from losia_factory.core import LosiaConfig
+from losia_factory.core import LosiaConfig, LosiaConfigError
 
 
 @pytest.mark.parametrize(
@@ -32,8 +32,9 @@ from losia_factory.core import LosiaConfig
     ],
 )
 def test_bad_values_name_the_field(kwargs, field):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(LosiaConfigError, match=field) as info:
         LosiaConfig(**kwargs)
+    assert info.value.field == field
 
 
 def test_defaults_follow_the_paper():

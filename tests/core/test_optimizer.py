@@ -159,7 +159,7 @@ def test_resume_equals_uninterrupted(tmp_path, pro):
     del model, opt, sched
 
     model, opt, sched = build(pro, steps=total)
-    state = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=True)  # checkpoints must load with weights_only
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     sched.load_state_dict(state["sched"])
@@ -279,3 +279,21 @@ def test_warns_without_rewarm_scheduler():
     model.loss(make_batches(1)[0]).backward()
     with pytest.warns(UserWarning, match="not rewarmed"):
         opt.step()
+
+
+def test_loading_weights_resyncs_masters_before_optimizer_state():
+    """The resume order of transformers: fresh model + LoSiA, load checkpoint weights, an optimizer state round trip
+    (accelerate does one to move it to the device), then the saved optimizer state. No stale master may leak."""
+    batches = make_batches(2 * SLOT + 1)
+    model, opt, sched = build(True)
+    train(model, opt, sched, batches)
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    saved = copy.deepcopy(opt.state_dict())
+
+    model, opt, _ = build(True)
+    model.load_state_dict(trained)
+    opt.load_state_dict(opt.state_dict())  # the round trip: live references of the fresh optimizer
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
+    opt.load_state_dict(saved)
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(t.out_idx, s["out_idx"]) for t, s in zip(opt.targets, saved["losia"]["targets"]))

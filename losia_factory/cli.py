@@ -1,0 +1,32 @@
+"""``losia-factory`` command line: helper commands that are not part of ``llamafactory-cli``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _demo_assets(args: argparse.Namespace) -> int:
+    from .demo import build_assets
+
+    paths = build_assets(args.out, hidden_size=args.hidden_size, num_layers=args.num_layers)
+    print(f"tiny LLaMA (random weights, own tokenizer): {paths['model']}")
+    print(f"dataset 'demo_arithmetic' and dataset_info.json: {paths['data']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``losia-factory`` console script."""
+    parser = argparse.ArgumentParser(prog="losia-factory", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo-assets", help="build a tiny offline LLaMA and the bundled demo dataset")
+    demo.add_argument("--out", default="demo", help="output folder (default: demo)")
+    demo.add_argument("--hidden-size", type=int, default=128)
+    demo.add_argument("--num-layers", type=int, default=4)
+    demo.set_defaults(func=_demo_assets)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Trainer callback that makes LoSiA's timeline visible: per-group learning rates, reselections, saved config."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from ..core import LosiaAdamW
+
+LOG_FILE = "losia_log.jsonl"
+CONFIG_FILE = "losia_config.json"
+
+
+def unwrap_optimizer(optimizer: Any) -> LosiaAdamW | None:
+    """The :class:`LosiaAdamW` inside accelerate/DeepSpeed optimizer wrappers, or None."""
+    seen = 0
+    while optimizer is not None and not isinstance(optimizer, LosiaAdamW) and seen < 8:
+        optimizer = getattr(optimizer, "optimizer", None)
+        seen += 1
+    return optimizer if isinstance(optimizer, LosiaAdamW) else None
+
+
+class LosiaCallback(TrainerCallback):
+    """Logs LoSiA's per-group learning rates and reselections; saves the LoSiA config next to every checkpoint.
+
+    * every logging step: ``losia_lr_min`` (the lowest group learning rate, the one rewarming) and
+      ``losia_rewarm_group`` are added to the trainer log, and one line with the learning rate of every group during
+      that optimizer step and the measuring group(s) is appended to ``<output_dir>/losia_log.jsonl``;
+    * every optimizer step, with TensorBoard in ``report_to``: each group's rate as ``losia/lr/<group>``;
+    * every reselection: a ``{"event": "reselect"}`` line in ``losia_log.jsonl``, whatever the logging interval;
+    * ``losia_config.json`` (the LoSiA settings and the layer groups) is saved in each checkpoint and the output dir.
+    """
+
+    def __init__(self) -> None:
+        self._writer = None
+        self._lrs: dict[str, float] = {}
+        self._measuring: list[str] = []
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+
+    def _optimizer(self, kwargs: dict[str, Any]) -> LosiaAdamW | None:
+        return unwrap_optimizer(kwargs.get("optimizer"))
+
+    @staticmethod
+    def _group_lrs(optimizer: LosiaAdamW) -> dict[str, float]:
+        return {g["name"]: float(g["lr"]) for g in optimizer.param_groups}
+
+    def _append(self, args, record: dict[str, Any]) -> None:
+        if not _is_main(args):
+            return
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(os.path.join(args.output_dir, LOG_FILE), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _tensorboard(self, args):
+        if self._writer is None and _is_main(args) and "tensorboard" in (args.report_to or []):
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=os.path.join(args.logging_dir or args.output_dir, "losia"))
+        return self._writer
+
+    # -- events -------------------------------------------------------------------------------------------------
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        optimizer = self._optimizer(kwargs)
+        if optimizer is None:
+            return
+        # The rates and measuring groups of the optimizer step about to run (the scheduler moves them after it).
+        self._lrs = self._group_lrs(optimizer)
+        self._measuring = [optimizer.group_name(g) for g in optimizer.schedule.scoring_groups(optimizer.global_step)]
+
+    def on_step_end(self, args, state, control, **kwargs):
+        optimizer = self._optimizer(kwargs)
+        if optimizer is None:
+            return
+        step = state.global_step  # 1-based count of optimizer steps, as in the trainer log
+        if args.logging_steps and step % max(1, int(args.logging_steps)) == 0:
+            self._append(args, {"step": step, "lr": self._lrs, "measuring": self._measuring})
+        if optimizer.last_reselected:
+            names = [optimizer.group_name(g) for g in optimizer.last_reselected]
+            self._append(args, {"step": step, "event": "reselect", "groups": names})
+        writer = self._tensorboard(args)
+        if writer is not None:
+            for name, lr in self._lrs.items():
+                writer.add_scalar(f"losia/lr/{name}", lr, step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        optimizer = self._optimizer(kwargs)
+        if optimizer is None or logs is None or "loss" not in logs:
+            return
+        groups = [g for g in optimizer.param_groups if g["losia_group"] is not None]
+        lowest = min(groups, key=lambda g: g["lr"])
+        extra = {"losia_lr_min": float(lowest["lr"]), "losia_rewarm_group": lowest["name"]}
+        logs.update(extra)
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update(extra)
+
+    def on_save(self, args, state, control, **kwargs):
+        optimizer = self._optimizer(kwargs)
+        if optimizer is not None and _is_main(args):
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            if os.path.isdir(folder):
+                write_losia_config(optimizer, folder)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        optimizer = self._optimizer(kwargs)
+        if optimizer is not None and _is_main(args):
+            os.makedirs(args.output_dir, exist_ok=True)
+            write_losia_config(optimizer, args.output_dir)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def write_losia_config(optimizer: LosiaAdamW, folder: str) -> None:
+    """Write ``losia_config.json``: the settings, the groups and the trainable counts of a LoSiA run."""
+    layout = getattr(optimizer, "layout", None)
+    payload = {
+        "config": optimizer.config.to_dict(),
+        "step": optimizer.global_step,
+        "groups": [g["name"] for g in optimizer.param_groups if g["losia_group"] is not None],
+        "targets": [t.name for t in optimizer.targets],
+        "extra_trainable": list(layout.extra_trainable) if layout is not None else [],
+        "trainable": optimizer.num_trainable(),
+    }
+    with open(os.path.join(folder, CONFIG_FILE), "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+
+
+def _is_main(args) -> bool:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return getattr(args, "process_index", 0) == 0

@@ -1,0 +1,111 @@
+"""Parse-time refusals: settings LoSiA cannot combine with, reported before any model is loaded."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .arguments import METHOD
+
+SUPPORTED_STAGES = ("pt", "sft", "rm", "dpo", "kto")
+OPTIMIZER_FLAGS = {
+    "use_galore": "GaLore",
+    "use_apollo": "APOLLO",
+    "use_badam": "BAdam",
+    "use_adam_mini": "Adam-mini",
+    "use_muon": "Muon",
+}
+
+
+def check_stage(finetuning_args: Any) -> None:
+    """Refuse training stages LoSiA cannot run (checked while the fine-tuning arguments are built)."""
+    if finetuning_args.stage not in SUPPORTED_STAGES:
+        raise ValueError(
+            f"stage: {finetuning_args.stage} is not supported with finetuning_type: losia (its trainer builds its own "
+            f"optimizer). Use one of {', '.join(SUPPORTED_STAGES)}."
+        )
+    if finetuning_args.stage == "rm" and finetuning_args.losia_output_rank_factor > 0:
+        raise ValueError(
+            "stage: rm scores with a value head, so the output layer (lm_head) gets no gradient: set "
+            "losia_output_rank_factor: 0."
+        )
+
+
+def check_train_args(model_args: Any, data_args: Any, training_args: Any, finetuning_args: Any) -> None:
+    """Raise ``ValueError`` for every setting ``finetuning_type: losia`` does not support, naming it and the fix."""
+    if finetuning_args.finetuning_type != METHOD:
+        return
+    problems = []
+    world_size = int(getattr(training_args, "world_size", 1) or 1)
+    if world_size > 1:
+        problems.append(
+            f"finetuning_type: losia runs on a single process for now, but this launch has {world_size} processes "
+            "(NPROC_PER_NODE / NNODES / several visible GPUs). Launch one process: CUDA_VISIBLE_DEVICES=0, or "
+            "FORCE_TORCHRUN=1 NPROC_PER_NODE=1."
+        )
+    if training_args.deepspeed:
+        problems.append(
+            "deepspeed is not supported with finetuning_type: losia yet (DeepSpeed would own the subnet blocks' fp32 "
+            "copies). Remove `deepspeed:` from the config."
+        )
+    if getattr(training_args, "fsdp", None) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        problems.append(
+            "FSDP is not supported with finetuning_type: losia. Remove `fsdp:` / the FSDP accelerate config."
+        )
+    if model_args.quantization_bit is not None:
+        problems.append(
+            f"quantization_bit: {model_args.quantization_bit} cannot be used with finetuning_type: losia, which "
+            "writes the trained subnets into the backbone weights. Remove quantization_bit (QLoRA needs "
+            "finetuning_type: lora)."
+        )
+    if getattr(model_args, "use_unsloth", False):
+        problems.append("use_unsloth is not supported with finetuning_type: losia. Remove use_unsloth.")
+    if training_args.fp16:
+        problems.append(
+            "fp16: true (loss scaling) is not supported with finetuning_type: losia: scaled gradients would distort "
+            "the importance scores and skipped steps would break the reselection schedule. Use bf16: true, or "
+            "neither for float32."
+        )
+    for flag, name in OPTIMIZER_FLAGS.items():
+        if getattr(finetuning_args, flag, False):
+            problems.append(
+                f"{flag}: {name} replaces the optimizer and cannot be combined with finetuning_type: losia."
+            )
+    if getattr(finetuning_args, "use_llama_pro", False):
+        problems.append("use_llama_pro cannot be combined with finetuning_type: losia.")
+    optim = getattr(training_args.optim, "value", training_args.optim)
+    if not optim.startswith("adamw"):
+        problems.append(
+            f"optim: {optim} would be ignored: finetuning_type: losia trains the subnets with its own AdamW. Remove "
+            "optim or set adamw_torch."
+        )
+    scheduler_problem = _scheduler_problem(training_args)
+    if scheduler_problem:
+        problems.append(scheduler_problem)
+    if problems:
+        raise ValueError("Unsupported settings for finetuning_type: losia:\n  - " + "\n  - ".join(problems))
+
+
+def _scheduler_problem(training_args: Any) -> str | None:
+    import torch
+    from torch.optim.lr_scheduler import LambdaLR
+    from transformers import get_scheduler
+
+    try:
+        probe = get_scheduler(
+            training_args.lr_scheduler_type,
+            optimizer=torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0),
+            num_warmup_steps=1,
+            num_training_steps=10,
+            scheduler_specific_kwargs=training_args.lr_scheduler_kwargs,
+        )
+    except Exception:
+        return None
+    if isinstance(probe, LambdaLR):
+        return None
+    return (
+        f"lr_scheduler_type: {getattr(training_args.lr_scheduler_type, 'value', training_args.lr_scheduler_type)} "
+        "is not supported with finetuning_type: losia: the "
+        "rewarm (paper Eq. 8) multiplies a per-step base curve. Use cosine, linear, constant_with_warmup, "
+        "cosine_with_min_lr or warmup_stable_decay."
+    )

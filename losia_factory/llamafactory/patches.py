@@ -1,0 +1,169 @@
+"""The symbols of LLaMA-Factory (and one of transformers) that losia-factory replaces, and how.
+
+Each ``patch_*`` function receives a module right after it has been imported (see ``_losia_factory_hook``) and
+wraps one symbol; the wrapped behaviour only changes for ``finetuning_type: losia`` / a LoSiA optimizer. A missing
+symbol stops the program with the installed LLaMA-Factory version instead of training something else silently.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+SUPPORTED_LLAMAFACTORY = "0.9.5"
+MARK = "_losia_factory_patched"
+
+# (module, symbol, what changes) -- the complete list of patched symbols.
+PATCHED_SYMBOLS = (
+    (
+        "llamafactory.hparams.finetuning_args",
+        "FinetuningArguments",
+        "subclass: accepts finetuning_type 'losia' and the losia_* fields, validated in __post_init__",
+    ),
+    (
+        "llamafactory.hparams.parser",
+        "_parse_train_args",
+        "after parsing, refuses settings losia cannot combine with (multi-process, DeepSpeed, FSDP, quantization...)",
+    ),
+    (
+        "llamafactory.model.adapter",
+        "init_adapter",
+        "losia: attaches the subnet blocks for training; loads a losia output as the full model it is",
+    ),
+    (
+        "llamafactory.train.trainer_utils",
+        "create_custom_optimizer",
+        "losia: returns the LosiaAdamW of the prepared model",
+    ),
+    (
+        "transformers.trainer",
+        "Trainer.create_scheduler",
+        "LosiaAdamW: builds the rewarming LosiaLRScheduler on the configured base curve and adds LosiaCallback",
+    ),
+)
+
+
+def llamafactory_version() -> str:
+    """The installed llamafactory version (for error messages)."""
+    try:
+        return metadata.version("llamafactory")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _require(module: ModuleType, name: str) -> Any:
+    owner: Any = module
+    for part in name.split("."):
+        if not hasattr(owner, part):
+            raise ImportError(
+                f"losia-factory cannot find {module.__name__}.{name} in the installed llamafactory "
+                f"{llamafactory_version()}; it supports llamafactory=={SUPPORTED_LLAMAFACTORY}. Install that version, "
+                "or set LOSIA_FACTORY_DISABLE=1 to run LLaMA-Factory without losia."
+            )
+        owner = getattr(owner, part)
+    return owner
+
+
+def _once(module: ModuleType, key: str) -> bool:
+    """True the first time ``key`` is patched on ``module`` (patching is idempotent across reloads)."""
+    done = module.__dict__.setdefault(MARK, set())
+    if key in done:
+        return False
+    done.add(key)
+    return True
+
+
+def patch_finetuning_args(module: ModuleType) -> None:
+    """Replace ``FinetuningArguments`` by the subclass that accepts ``losia``."""
+    from .finetuning_args import extend_finetuning_arguments
+
+    base = _require(module, "FinetuningArguments")
+    if _once(module, "FinetuningArguments") and not hasattr(base, "losia_base"):
+        module.FinetuningArguments = extend_finetuning_arguments(base)
+
+
+def patch_parser(module: ModuleType) -> None:
+    """Run LoSiA's combination checks right after the training arguments are parsed."""
+    from .checks import check_train_args
+
+    original = _require(module, "_parse_train_args")
+    if not _once(module, "_parse_train_args"):
+        return
+
+    @functools.wraps(original)
+    def _parse_train_args(args=None):
+        parsed = original(args)
+        model_args, data_args, training_args, finetuning_args = parsed[:4]
+        check_train_args(model_args, data_args, training_args, finetuning_args)
+        return parsed
+
+    module._parse_train_args = _parse_train_args
+
+
+def patch_adapter(module: ModuleType) -> None:
+    """Route ``finetuning_type: losia`` in ``init_adapter`` to :func:`setup_losia`."""
+    from .adapter import setup_losia
+    from .arguments import METHOD
+
+    original = _require(module, "init_adapter")
+    if not _once(module, "init_adapter"):
+        return
+
+    @functools.wraps(original)
+    def init_adapter(config, model, model_args, finetuning_args, is_trainable):
+        if finetuning_args.finetuning_type == METHOD:
+            return setup_losia(model, model_args, finetuning_args, is_trainable)
+        return original(config, model, model_args, finetuning_args, is_trainable)
+
+    module.init_adapter = init_adapter
+
+
+def patch_trainer_utils(module: ModuleType) -> None:
+    """Return the LoSiA optimizer from ``create_custom_optimizer``; give Trainers the rewarming scheduler."""
+    from ..core import create_losia_optimizer
+    from .arguments import METHOD
+
+    original = _require(module, "create_custom_optimizer")
+    if _once(module, "create_custom_optimizer"):
+
+        @functools.wraps(original)
+        def create_custom_optimizer(model, training_args, finetuning_args):
+            if finetuning_args.finetuning_type == METHOD:
+                return create_losia_optimizer(
+                    model,
+                    lr=training_args.learning_rate,
+                    weight_decay=training_args.weight_decay,
+                    betas=(training_args.adam_beta1, training_args.adam_beta2),
+                    eps=training_args.adam_epsilon,
+                )
+            return original(model, training_args, finetuning_args)
+
+        module.create_custom_optimizer = create_custom_optimizer
+    _patch_trainer_create_scheduler()
+
+
+def _patch_trainer_create_scheduler() -> None:
+    import transformers.trainer
+
+    from ..hf import LosiaCallback, build_losia_scheduler, unwrap_optimizer
+
+    trainer_cls = _require(transformers.trainer, "Trainer")
+    original = _require(transformers.trainer, "Trainer.create_scheduler")
+    if not _once(transformers.trainer, "Trainer.create_scheduler"):
+        return
+
+    @functools.wraps(original)
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        losia_optimizer = unwrap_optimizer(self.optimizer if optimizer is None else optimizer)
+        if self.lr_scheduler is None and losia_optimizer is not None:
+            self.lr_scheduler = build_losia_scheduler(self.args, losia_optimizer, num_training_steps)
+            self._created_lr_scheduler = True
+            if not any(isinstance(cb, LosiaCallback) for cb in self.callback_handler.callbacks):
+                # First in line, so the values it adds to a log reach the reporting callbacks after it.
+                self.callback_handler.callbacks.insert(0, LosiaCallback())
+            return self.lr_scheduler
+        return original(self, num_training_steps, optimizer)
+
+    trainer_cls.create_scheduler = create_scheduler

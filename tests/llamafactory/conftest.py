@@ -1,0 +1,105 @@
+"""Fixtures for the LLaMA-Factory integration: tiny offline assets and a llamafactory-cli runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("llamafactory")
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    """A tiny LLaMA (hidden 64, 2 layers) with its tokenizer, and the demo datasets, built offline."""
+    from losia_factory.demo import build_assets
+
+    root = tmp_path_factory.mktemp("assets")
+    paths = build_assets(root, hidden_size=64, num_layers=2, intermediate_size=128)
+    records = json.loads((paths["data"] / "demo_arithmetic.json").read_text())
+    pairs = [
+        {"instruction": r["instruction"], "input": r["input"], "chosen": r["output"], "rejected": r["output"][::-1]}
+        for r in records[:64]
+    ]
+    (paths["data"] / "demo_pairs.json").write_text(json.dumps(pairs))
+    info = json.loads((paths["data"] / "dataset_info.json").read_text())
+    info["demo_pairs"] = {
+        "file_name": "demo_pairs.json",
+        "ranking": True,
+        "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"},
+    }
+    (paths["data"] / "dataset_info.json").write_text(json.dumps(info, indent=2))
+    return paths
+
+
+def train_config(assets: dict[str, Path], output_dir: Path, **overrides) -> dict:
+    config = {
+        "model_name_or_path": str(assets["model"]),
+        "stage": "sft",
+        "do_train": True,
+        "finetuning_type": "losia",
+        "losia_rank_factor": 0.25,
+        "losia_time_slot": 2,
+        "losia_output_rank_factor": 0.125,
+        "dataset": "demo_arithmetic",
+        "dataset_dir": str(assets["data"]),
+        "template": "chatml",
+        "cutoff_len": 64,
+        "preprocessing_num_workers": 1,
+        "dataloader_num_workers": 0,
+        "output_dir": str(output_dir),
+        "overwrite_output_dir": True,
+        "logging_steps": 1,
+        "save_steps": 3,
+        "max_steps": 8,
+        "report_to": "none",
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 2,
+        "learning_rate": 5.0e-3,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0,
+        "bf16": False,
+        "fp16": False,
+        "seed": 7,
+    }
+    config.update(overrides)
+    return config
+
+
+def run_cli(
+    command: str, config: dict, workdir: Path, env: dict | None = None, stdin: str | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Run ``llamafactory-cli <command> <yaml>`` from the test environment's venv; returns the finished process."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"{command}-{len(list(workdir.glob('*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    full_env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        **(env or {}),
+    }
+    full_env.pop("LOSIA_FACTORY_DISABLE", None)
+    return subprocess.run(
+        [str(VENV_BIN / "llamafactory-cli"), command, str(path)],
+        cwd=workdir,
+        env=full_env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    if result.returncode != 0:
+        raise AssertionError(
+            f"llamafactory-cli failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
+        )

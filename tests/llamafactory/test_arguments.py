@@ -1,0 +1,193 @@
+"""finetuning_type: losia through LLaMA-Factory's real argument parser (in process, no training)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from losia_factory import _import_hook
+from losia_factory.llamafactory.patches import PATCHED_SYMBOLS
+from tests.llamafactory.conftest import train_config
+
+
+def parse(assets, tmp_path, **overrides):
+    from llamafactory.hparams import get_train_args
+
+    return get_train_args(train_config(assets, tmp_path / "out", **overrides))
+
+
+def test_every_patched_symbol_is_ours():
+    assert _import_hook.is_installed()
+    for module_name, symbol, _ in PATCHED_SYMBOLS:
+        owner = importlib.import_module(module_name)
+        for part in symbol.split("."):
+            owner = getattr(owner, part)
+        marker = getattr(owner, "losia_base", None) or getattr(owner, "__wrapped__", None)
+        assert marker is not None, f"{module_name}.{symbol} is not patched"
+
+
+def test_losia_fields_reach_the_config(assets, tmp_path):
+    *_, finetuning_args, _ = parse(
+        assets,
+        tmp_path,
+        losia_rank_factor=0.5,
+        losia_time_slot=7,
+        losia_output_rank_factor=0.0,
+        losia_importance="gradient",
+        losia_ema_beta1=0.8,
+        losia_ema_beta2=0.9,
+        losia_mode="sync",
+        losia_pro=False,
+        losia_target="q_proj,v_proj",
+        losia_extra_modules="norm,*.bias",
+        losia_selection="input_first",
+        losia_importance_dtype="bfloat16",
+        losia_seed=3,
+    )
+    cfg = finetuning_args.losia_config
+    assert finetuning_args.finetuning_type == "losia"
+    assert (cfg.rank_factor, cfg.time_slot, cfg.output_rank_factor) == (0.5, 7, 0.0)
+    assert (cfg.importance, cfg.ema_betas, cfg.mode, cfg.pro) == ("gradient", (0.8, 0.9), "sync", False)
+    assert cfg.target_modules == ("q_proj", "v_proj") and cfg.extra_trainable == ("*norm*", "*.bias")
+    assert (cfg.selection, cfg.importance_dtype, cfg.seed) == ("input_first", "bfloat16", 3)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("losia_rank_factor", 0.0),
+        ("losia_rank_factor", 1.5),
+        ("losia_time_slot", 0),
+        ("losia_output_rank_factor", 1.5),
+        ("losia_output_rank_factor", -1.0),
+        ("losia_importance", "fisher"),
+        ("losia_ema_beta1", 1.0),
+        ("losia_mode", "random"),
+        ("losia_selection", "top"),
+    ],
+)
+def test_bad_values_name_the_argument(assets, tmp_path, field, value):
+    with pytest.raises(ValueError, match=f"Invalid {field}"):
+        parse(assets, tmp_path, **{field: value})
+
+
+def test_losia_fields_with_another_method_are_refused(assets, tmp_path):
+    from llamafactory.hparams import get_train_args
+
+    config = {k: v for k, v in train_config(assets, tmp_path / "o").items() if not k.startswith("losia_")}
+    get_train_args({**config, "finetuning_type": "full"})
+    with pytest.raises(ValueError, match=r"^losia_rank_factor only apply with `finetuning_type: losia`"):
+        get_train_args({**config, "finetuning_type": "lora", "losia_rank_factor": 0.5})
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (dict(stage="ppo", reward_model="x"), "stage: ppo is not supported"),
+        (dict(quantization_bit=4), "quantization_bit: 4 cannot be used"),
+        (dict(use_unsloth=True), "use_unsloth is not supported"),
+        (dict(optim="adafactor"), "optim: adafactor would be ignored"),
+        (
+            dict(lr_scheduler_type="reduce_lr_on_plateau", eval_strategy="steps", eval_steps=2, val_size=0.1),
+            "lr_scheduler_type: reduce_lr_on_plateau is not supported",
+        ),
+        (dict(use_galore=True), "use_galore: GaLore replaces the optimizer"),
+        (dict(stage="rm", dataset="demo_pairs"), "set losia_output_rank_factor: 0"),
+    ],
+)
+def test_refused_combinations(assets, tmp_path, overrides, needle):
+    with pytest.raises(ValueError, match=needle):
+        parse(assets, tmp_path, **overrides)
+
+
+def test_fp16_is_refused(assets, tmp_path, monkeypatch):
+    # transformers itself refuses fp16 on a machine without a GPU; check our message on the parsed arguments.
+    from llamafactory.hparams import get_train_args
+
+    from losia_factory.llamafactory.checks import check_train_args
+
+    model_args, data_args, training_args, finetuning_args, _ = get_train_args(train_config(assets, tmp_path / "o"))
+    monkeypatch.setattr(training_args, "fp16", True)
+    with pytest.raises(ValueError, match=r"fp16: true .* is not supported"):
+        check_train_args(model_args, data_args, training_args, finetuning_args)
+    monkeypatch.setattr(training_args, "fp16", False)
+    monkeypatch.setattr(training_args, "deepspeed", "ds_z2.json")
+    with pytest.raises(ValueError, match="deepspeed is not supported"):
+        check_train_args(model_args, data_args, training_args, finetuning_args)
+
+
+def test_target_patterns_that_match_nothing_fail_at_model_load(assets, tmp_path):
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_model, load_tokenizer
+
+    model_args, _, _, finetuning_args, _ = get_train_args(
+        train_config(assets, tmp_path / "o", losia_target="query_key_value")
+    )
+    tokenizer = load_tokenizer(model_args)["tokenizer"]
+    with pytest.raises(ValueError, match=r"Invalid losia_target: .*matches no nn.Linear.*q_proj"):
+        load_model(tokenizer, model_args, finetuning_args, is_trainable=True)
+
+
+def test_model_preparation(assets, tmp_path):
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_model, load_tokenizer
+
+    model_args, _, _, finetuning_args, _ = get_train_args(
+        train_config(assets, tmp_path / "o", losia_extra_modules="norm")
+    )
+    tokenizer = load_tokenizer(model_args)["tokenizer"]
+    model = load_model(tokenizer, model_args, finetuning_args, is_trainable=True)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    blocks = {n for n in trainable if n.endswith("losia_block")}
+    assert len(blocks) == 2 * 7 + 1
+    assert trainable - blocks == {n for n, _ in model.named_parameters() if "norm" in n}
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if n in trainable)
+    # Inference loads a losia output as the plain full model it is.
+    plain = load_model(tokenizer, model_args, finetuning_args, is_trainable=False)
+    assert not any("losia" in n for n, _ in plain.named_parameters())
+
+
+def test_command_line_style_arguments(assets, tmp_path):
+    from llamafactory.hparams import get_train_args
+
+    *_, finetuning_args, _ = get_train_args(
+        [
+            "--model_name_or_path",
+            str(assets["model"]),
+            "--stage",
+            "sft",
+            "--do_train",
+            "--finetuning_type",
+            "losia",
+            "--losia_rank_factor",
+            "0.5",
+            "--losia_pro",
+            "false",
+            "--losia_mode",
+            "sync",
+            "--dataset",
+            "demo_arithmetic",
+            "--dataset_dir",
+            str(assets["data"]),
+            "--template",
+            "chatml",
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--report_to",
+            "none",
+        ]
+    )
+    cfg = finetuning_args.losia_config
+    assert (cfg.rank_factor, cfg.pro, cfg.mode) == (0.5, False, "sync")
+
+
+def test_argument_reference_is_up_to_date():
+    from pathlib import Path
+
+    from losia_factory.llamafactory.arguments import arguments_markdown, arguments_table
+
+    root = Path(__file__).resolve().parents[2]
+    assert (root / "docs" / "arguments.md").read_text() == arguments_markdown(), "run: make docs"
+    assert arguments_table() in (root / "README.md").read_text(), "run: make docs"
