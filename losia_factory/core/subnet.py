@@ -29,12 +29,16 @@ _HANDLES = "_losia_hook_handles"
 
 
 def _pro_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if not torch.is_grad_enabled():  # evaluation and generation: the backbone already holds the trained block
+        return F.linear(x, self.weight, self.bias)
     return SubnetLinearFunction.apply(
         x, self.weight, self.bias, self.losia_block, self.losia_out_idx, self.losia_in_idx, self._losia_sink
     )
 
 
 def _plain_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if not torch.is_grad_enabled():
+        return F.linear(x, self.weight, self.bias)
     weight = BlockInjectFunction.apply(
         self.weight, self.losia_block, self.losia_out_idx, self.losia_in_idx, self._losia_sink
     )

@@ -182,18 +182,21 @@ def test_export_and_chat(runs):
     assert "Assistant:" in result.stdout
 
 
-def test_torchrun_single_process_pretraining(assets, tmp_path):
+def test_torchrun_single_process_pretraining_with_tensorboard(assets, tmp_path):
     out = tmp_path / "pt"
-    result = run_cli(
-        "train",
-        train_config(assets, out, stage="pt", max_steps=4, save_steps=100),
-        tmp_path,
-        env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "1"},
+    config = train_config(
+        assets, out, stage="pt", max_steps=4, save_steps=100, report_to="tensorboard", logging_dir=str(tmp_path / "tb")
     )
+    result = run_cli("train", config, tmp_path, env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "1"})
     assert_ok(result)
     log = result.stdout + result.stderr
     assert "Initializing 1 distributed tasks" in log and "Fine-tuning method: LoSiA-Pro" in log
     assert (out / "model.safetensors").exists() and (out / "losia_log.jsonl").exists()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (tmp_path / "tb" / "losia").glob("events.out.tfevents*")
+    tags = EventAccumulator(str(events)).Reload().Tags()["scalars"]
+    assert {"losia/lr/model.layers.0", "losia/lr/model.layers.1", "losia/lr/lm_head"} <= set(tags)
 
 
 def test_two_processes_are_refused_before_training(assets, tmp_path):
