@@ -22,6 +22,10 @@ PATCHES = {
     "llamafactory.hparams.parser": "patch_parser",
     "llamafactory.model.adapter": "patch_adapter",
     "llamafactory.train.trainer_utils": "patch_trainer_utils",
+    "llamafactory.extras.constants": "patch_constants",
+    "llamafactory.webui.locales": "patch_webui_locales",
+    "llamafactory.webui.components.train": "patch_webui_train",
+    "llamafactory.webui.runner": "patch_webui_runner",
 }
 
 

@@ -42,6 +42,19 @@ PATCHED_SYMBOLS = (
         "Trainer.create_scheduler",
         "LosiaAdamW: builds the rewarming LosiaLRScheduler on the configured base curve and adds LosiaCallback",
     ),
+    ("llamafactory.extras.constants", "METHODS", "'losia' appended (the web UI's fine-tuning method choices)"),
+    ("llamafactory.webui.locales", "LOCALES", "labels of the LoSiA fields and alerts in en, ru, zh, ko, ja"),
+    ("llamafactory.webui.components.train", "create_train_tab", "adds the LoSiA accordion to the Train tab"),
+    (
+        "llamafactory.webui.runner",
+        "Runner._parse_train_args",
+        "losia: adds the losia_* values of the Train tab to the run's arguments",
+    ),
+    (
+        "llamafactory.webui.runner",
+        "Runner._initialize",
+        "losia: explains settings it cannot run with (fp16, DeepSpeed, Unsloth, several devices, PPO)",
+    ),
 )
 
 
@@ -167,3 +180,63 @@ def _patch_trainer_create_scheduler() -> None:
         return original(self, num_training_steps, optimizer)
 
     trainer_cls.create_scheduler = create_scheduler
+
+
+def patch_constants(module: ModuleType) -> None:
+    """Offer ``losia`` among LLaMA-Factory's fine-tuning methods (the web UI's dropdown reads ``METHODS``)."""
+    from .arguments import METHOD
+
+    methods = _require(module, "METHODS")
+    if METHOD not in methods:
+        methods.append(METHOD)
+
+
+def patch_webui_locales(module: ModuleType) -> None:
+    """Add the LoSiA labels (5 languages) and alerts to LLaMA Board's locale tables."""
+    from .webui import ALERTS, LOCALES
+
+    _require(module, "LOCALES").update(LOCALES)
+    _require(module, "ALERTS").update(ALERTS)
+
+
+def patch_webui_train(module: ModuleType) -> None:
+    """Build the LoSiA accordion inside the Train tab."""
+    from .webui import extend_train_tab
+
+    original = _require(module, "create_train_tab")
+    if _once(module, "create_train_tab"):
+        module.create_train_tab = extend_train_tab(original)
+
+
+def patch_webui_runner(module: ModuleType) -> None:
+    """Pass the LoSiA fields to training runs and explain unsupported settings before a run starts."""
+    from .arguments import METHOD
+    from .webui import losia_train_args, losia_ui_error
+
+    runner = _require(module, "Runner")
+    parse = _require(module, "Runner._parse_train_args")
+    initialize = _require(module, "Runner._initialize")
+    if not _once(module, "Runner"):
+        return
+
+    @functools.wraps(parse)
+    def _parse_train_args(self, data):
+        args = parse(self, data)
+        if args.get("finetuning_type") == METHOD:
+            args.update(losia_train_args(lambda elem_id: data[self.manager.get_elem_by_id(elem_id)]))
+        return args
+
+    @functools.wraps(initialize)
+    def _initialize(self, data, do_train, from_preview):
+        error = initialize(self, data, do_train, from_preview)
+        get = lambda elem_id: data[self.manager.get_elem_by_id(elem_id)]  # noqa: E731
+        if error or not do_train or get("top.finetuning_type") != METHOD:
+            return error
+        from llamafactory.extras.constants import TRAINING_STAGES
+        from llamafactory.extras.misc import get_device_count
+
+        stage = TRAINING_STAGES[get("train.training_stage")]
+        return losia_ui_error(get, get("top.lang"), stage, get_device_count())
+
+    runner._parse_train_args = _parse_train_args
+    runner._initialize = _initialize

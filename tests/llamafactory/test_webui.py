@@ -1,0 +1,314 @@
+"""LoSiA in LLaMA Board: the patched Train tab and runner (in process) and a real headless-browser session."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from losia_factory.llamafactory.webui import ALERTS, INPUT_NAMES, LANGS, LOCALES
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture()
+def engine(tmp_path, monkeypatch):
+    """LLaMA Board's engine with the top bar and the (patched) Train tab, built in a temporary working dir."""
+    import gradio as gr
+    from llamafactory.webui.components import create_top, create_train_tab
+    from llamafactory.webui.engine import Engine
+
+    monkeypatch.chdir(tmp_path)
+    engine = Engine()
+    with gr.Blocks():
+        engine.manager.add_elems("top", create_top())
+        with gr.Tab("Train"):
+            engine.manager.add_elems("train", create_train_tab(engine))
+    return engine
+
+
+def values(engine, **overrides):
+    data = {elem: getattr(elem, "value", None) for elem in engine.manager.get_elem_list()}
+    for elem_id, value in overrides.items():
+        data[engine.manager.get_elem_by_id(elem_id.replace("__", "."))] = value
+    return data
+
+
+def test_losia_is_a_method_choice():
+    from llamafactory.extras.constants import METHODS
+
+    assert "losia" in METHODS
+
+
+def test_train_tab_holds_every_losia_field_with_labels(engine):
+    for name in (*INPUT_NAMES, "losia_tab", "losia_note"):
+        engine.manager.get_elem_by_id(f"train.{name}")
+        assert set(LOCALES[name]) == set(LANGS), name
+    assert {
+        f"losia_{n}"
+        for n in (
+            "rank_factor",
+            "time_slot",
+            "output_rank_factor",
+            "importance",
+            "ema_beta1",
+            "ema_beta2",
+            "mode",
+            "pro",
+            "target",
+            "extra_modules",
+            "selection",
+            "importance_dtype",
+            "layers_path",
+            "seed",
+        )
+    } == set(INPUT_NAMES)
+    for lang in LANGS:  # LLaMA Board relabels every element it has a locale for; a missing language would raise
+        updates = engine.change_lang(lang)
+        label = updates[engine.manager.get_elem_by_id("train.losia_time_slot")].label
+        assert label == LOCALES["losia_time_slot"][lang]["label"]
+    for alert in ALERTS.values():
+        assert set(alert) == set(LANGS)
+
+
+def test_runner_builds_losia_arguments_the_parser_accepts(engine, tmp_path):
+    from llamafactory.hparams import get_train_args
+
+    data = values(
+        engine,
+        top__model_name="Custom",
+        top__model_path="/models/tiny",
+        top__finetuning_type="losia",
+        train__dataset=["demo"],
+        train__output_dir="run",
+        train__compute_type="fp32",
+        train__losia_time_slot=37,
+        train__losia_rank_factor=0.25,
+        train__losia_extra_modules="norm",
+        train__losia_pro=False,
+    )
+    assert engine.runner._initialize(data, do_train=True, from_preview=True) == ""
+    args = engine.runner._parse_train_args(data)
+    assert args["finetuning_type"] == "losia"
+    assert (args["losia_time_slot"], args["losia_rank_factor"], args["losia_pro"]) == (37, 0.25, False)
+    assert args["losia_extra_modules"] == "norm" and args["losia_layers_path"] is None
+    args.update(output_dir=str(tmp_path / "out"), report_to="none")
+    *_, finetuning_args, _ = get_train_args(args)
+    assert finetuning_args.losia_config.time_slot == 37
+    # Other methods get no losia_* argument.
+    lora = engine.runner._parse_train_args(
+        values(
+            engine,
+            top__model_name="Custom",
+            top__finetuning_type="lora",
+            train__dataset=["demo"],
+            train__output_dir="run",
+        )
+    )
+    assert not any(k.startswith("losia_") for k in lora)
+
+
+@pytest.mark.parametrize(
+    "setting,value,alert",
+    [
+        ("train__compute_type", "fp16", "err_losia_fp16"),
+        ("train__ds_stage", "2", "err_losia_deepspeed"),
+        ("top__booster", "unsloth", "err_losia_unsloth"),
+    ],
+)
+def test_runner_explains_unsupported_settings(engine, setting, value, alert):
+    data = values(
+        engine,
+        top__model_name="Custom",
+        top__model_path="/models/tiny",
+        top__finetuning_type="losia",
+        train__dataset=["demo"],
+        train__output_dir="run",
+        **{setting: value},
+    )
+    assert engine.runner._initialize(data, do_train=True, from_preview=True) == ALERTS[alert]["en"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A real browser: headless Chromium driven by Playwright against `llamafactory-cli webui`.
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if os.path.exists(path):
+        return path
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("Debian chromium is not installed and cannot be installed here (needs root and apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
+    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+        result = subprocess.run(install, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"apt-get could not install chromium: {result.stderr[-500:]}")
+    return "/usr/bin/chromium"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def webui(assets, tmp_path):
+    """``llamafactory-cli webui`` on 127.0.0.1 and a free port, in a working dir holding the demo data."""
+    shutil.copytree(assets["data"], tmp_path / "data")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    env.pop("LOSIA_FACTORY_DISABLE", None)
+    log = open(tmp_path / "webui.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [str(VENV_BIN / "llamafactory-cli"), "webui"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None or time.time() > deadline:
+                    raise AssertionError((tmp_path / "webui.log").read_text()[-3000:]) from None
+                time.sleep(1)
+        yield {"url": url, "workdir": tmp_path}
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def _pick(page, label: str, option: str) -> None:
+    page.get_by_label(label, exact=True).first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def _wait_textarea(page, text: str, timeout: float = 60_000) -> None:
+    page.wait_for_function(
+        "t => [...document.querySelectorAll('textarea')].some(e => e.value.includes(t))", arg=text, timeout=timeout
+    )
+
+
+@pytest.mark.slow
+def test_browser_train_preview_start_chat_export(webui, assets, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    chromium = _chromium()
+    work = webui["workdir"]
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.set_default_timeout(30_000)
+        page.goto(webui["url"], timeout=60_000)
+        model_name = page.get_by_label("Model name", exact=True)
+        model_name.click()
+        model_name.fill("Custom")
+        page.get_by_role("option", name="Custom", exact=True).click()
+        page.get_by_label("Model path").first.fill(str(assets["model"]))
+        assert not page.locator("#losia_tab").is_visible()
+        _pick(page, "Finetuning method", "losia")
+        page.locator("#losia_tab").wait_for(state="visible")
+        _pick(page, "Chat template", "chatml")
+        page.get_by_label("Dataset", exact=True).first.click()
+        page.get_by_role("option", name="demo_arithmetic", exact=True).click()
+        page.keyboard.press("Escape")
+        _pick(page, "Compute type", "fp32")
+        slot = page.locator("#losia_time_slot input[type=number]")
+        slot.fill("37")
+        slot.press("Enter")
+        page.add_style_tag(content="[class*='toast'] { display: none !important; }")  # keep alerts off the image
+        page.locator("#losia_tab").screenshot(path=str(tmp_path / "webui_losia.png"))
+        if os.environ.get("LOSIA_UPDATE_DOCS") == "1":
+            shutil.copyfile(tmp_path / "webui_losia.png", ROOT / "docs" / "images" / "webui_losia.png")
+
+        # DeepSpeed is switched off for LoSiA.
+        assert page.get_by_label("DeepSpeed stage", exact=True).first.is_disabled()
+
+        page.get_by_role("button", name="Preview command", exact=True).click()
+        page.wait_for_function("() => document.body.innerText.includes('--losia_time_slot')")
+        preview = page.locator("code").all_inner_texts()[-1]
+        assert "--finetuning_type losia" in preview and "--losia_time_slot 37" in preview, preview
+
+        page.get_by_text("Extra configurations", exact=True).click()
+        page.get_by_label("Extra arguments").first.fill(
+            json.dumps(
+                {"optim": "adamw_torch", "max_steps": 4, "preprocessing_num_workers": 1, "dataloader_num_workers": 0}
+            )
+        )
+        page.get_by_role("button", name="Start", exact=True).click()
+        deadline = time.time() + 240
+        while not list(work.glob("saves/Custom/losia/*/losia_config.json")):
+            assert time.time() < deadline, (work / "webui.log").read_text()[-3000:]
+            time.sleep(2)
+        (saved,) = work.glob("saves/Custom/losia/*/losia_config.json")
+        assert json.loads(saved.read_text())["config"]["time_slot"] == 37
+        run_dir = saved.parent
+        page.wait_for_function("() => document.body.innerText.includes('Finished')", timeout=60_000)
+
+        # Chat with the trained (full) model, then export it.
+        page.get_by_label("Checkpoint path", exact=True).click()
+        page.get_by_role("option", name=run_dir.name, exact=True).click()
+        page.keyboard.press("Escape")
+        page.get_by_role("tab", name="Chat").click()
+        page.get_by_role("button", name="Load model", exact=True).click()
+        _wait_textarea(page, "Model loaded")
+        page.get_by_placeholder("Input...").fill("What is 2 plus 3?")
+        page.get_by_role("button", name="Submit", exact=True).click()
+        page.wait_for_function("() => document.querySelectorAll('.message').length >= 2", timeout=60_000)
+        page.get_by_role("button", name="Unload model", exact=True).click()
+        page.get_by_role("tab", name="Export").click()
+        page.get_by_label("Export dir").first.fill(str(work / "exported"))
+        page.get_by_role("button", name="Export", exact=True).click()
+        deadline = time.time() + 120
+        while not (work / "exported" / "model.safetensors").exists():
+            assert time.time() < deadline, (work / "webui.log").read_text()[-3000:]
+            time.sleep(1)
+        browser.close()
+    from safetensors.torch import load_file
+
+    trained, exported = (
+        load_file(str(run_dir / "model.safetensors")),
+        load_file(str(work / "exported" / "model.safetensors")),
+    )
+    assert sorted(trained) == sorted(exported) and all((trained[k] == exported[k]).all() for k in trained)
