@@ -24,6 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--hidden-size", type=int, default=128)
     demo.add_argument("--num-layers", type=int, default=4)
     demo.set_defaults(func=_demo_assets)
+    commands.add_parser("benchmark", help="training cost of LoSiA vs LoRA, DoRA, GaLore, full, floor", add_help=False)
+    commands.add_parser("estimate", help="trainable parameters and memory from a model config", add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "benchmark":
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
+    if argv and argv[0] == "estimate":
+        from .estimate import main as estimate_main
+
+        return estimate_main(argv[1:])
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -25,6 +25,14 @@ def sensitivity(weight: torch.Tensor, grad: torch.Tensor, kind: str = "sensitivi
     return (wg - 0.5 * wg * wg).abs_()
 
 
+def _importance_in_place(grad: torch.Tensor, weight: torch.Tensor, kind: str) -> torch.Tensor:
+    """:func:`sensitivity` written into the float32 ``grad`` itself (no allocation)."""
+    if kind == "gradient":
+        return grad.abs_()
+    product = grad.mul_(weight)  # W*G
+    return product.addcmul_(product, product, value=-0.5).abs_()  # |W*G - (W*G)^2 / 2|, elementwise in place
+
+
 class ImportanceEMA:
     """Smoothed importance ``Ibar`` (Eq. 4) and uncertainty ``Ubar`` (Eq. 5) of one weight during one window.
 
@@ -52,16 +60,23 @@ class ImportanceEMA:
         self.ubar = torch.zeros(shape, dtype=dtype, device=device)
         self.updates = 0
 
-    def update(self, weight: torch.Tensor, grad: torch.Tensor) -> None:
-        """One step: ``Ibar = b1*Ibar + (1-b1)*I``, then ``Ubar = b2*Ubar + (1-b2)*|I - Ibar|`` (new Ibar)."""
-        current = sensitivity(weight, grad, self.kind)
-        ibar = self.ibar.float().mul_(self.beta1).add_(current, alpha=1.0 - self.beta1)
+    def update(self, weight: torch.Tensor, grad: torch.Tensor, consume_grad: bool = False) -> None:
+        """One step: ``Ibar = b1*Ibar + (1-b1)*I``, then ``Ubar = b2*Ubar + (1-b2)*|I - Ibar|`` (new Ibar).
+
+        With ``consume_grad`` the caller hands over a float32 ``grad`` it no longer needs: the importance is then
+        computed inside it and the whole update allocates nothing (with float32 buffers).
+        """
+        if consume_grad and grad.dtype == torch.float32:
+            current = _importance_in_place(grad, weight, self.kind)
+        else:
+            current = sensitivity(weight, grad, self.kind)
+        ibar = self.ibar if self.ibar.dtype == torch.float32 else self.ibar.float()
+        ubar = self.ubar if self.ubar.dtype == torch.float32 else self.ubar.float()
+        ibar.mul_(self.beta1).add_(current, alpha=1.0 - self.beta1)
         # Eq. 5 uses the deviation from the freshly updated mean (Delta I_i = I_i - Ibar_i).
         deviation = current.sub_(ibar).abs_()
-        ubar = self.ubar.float().mul_(self.beta2).add_(deviation, alpha=1.0 - self.beta2)
-        if self.ibar.dtype == torch.float32:
-            self.ibar, self.ubar = ibar, ubar  # updated in place already
-        else:
+        ubar.mul_(self.beta2).add_(deviation, alpha=1.0 - self.beta2)
+        if ibar is not self.ibar:
             self.ibar.copy_(ibar)
             self.ubar.copy_(ubar)
         self.updates += 1

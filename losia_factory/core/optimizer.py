@@ -78,7 +78,9 @@ class LosiaAdamW(torch.optim.AdamW):
             {"params": [t.block for t in members], "losia_group": g, "name": _group_name(members)}
             for g, members in enumerate(self.group_targets)
         ]
-        super().__init__(param_groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        # foreach: one batched kernel per group instead of a Python loop over ~7 blocks per layer (torch only
+        # picks it by itself on accelerators; on CPU it roughly halves the step).
+        super().__init__(param_groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=True)
         self.global_step = 0
         self.last_reselected: tuple[int, ...] = ()
         self.importance: dict[str, ImportanceEMA] = {}
@@ -140,7 +142,7 @@ class LosiaAdamW(torch.optim.AdamW):
                     device=grad.device,
                 )
                 self.importance[target.name] = ema
-            ema.update(target.weight, grad)
+            ema.update(target.weight, grad, consume_grad=True)  # the summed gradient is ours and used up here
 
     def _reselect(self, group: int) -> None:
         for target in self.group_targets[group]:

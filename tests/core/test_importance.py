@@ -24,9 +24,10 @@ def test_sensitivity_rejects_bad_input():
         sensitivity(torch.ones(2), torch.ones(3))
 
 
+@pytest.mark.parametrize("consume", [False, True])
 @pytest.mark.parametrize("kind", ["sensitivity", "gradient"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 2e-2)])
-def test_ema_and_uncertainty_against_loop(kind, dtype, tol):
+def test_ema_and_uncertainty_against_loop(kind, dtype, tol, consume):
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(3, 4, generator=gen)
     grads = [torch.randn(3, 4, generator=gen) for _ in range(5)]
@@ -35,7 +36,7 @@ def test_ema_and_uncertainty_against_loop(kind, dtype, tol):
     ibar = torch.zeros(3, 4)
     ubar = torch.zeros(3, 4)
     for g in grads:
-        ema.update(w, g)
+        ema.update(w, g.clone(), consume_grad=consume)
         i = g.abs() if kind == "gradient" else (w * g - 0.5 * (w * g) ** 2).abs()
         ibar = b1 * ibar + (1 - b1) * i
         ubar = b2 * ubar + (1 - b2) * (i - ibar).abs()
