@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint format demo docs clean
+.PHONY: setup test test-fast lint format demo docs bench bench-quick clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/setup_dev.sh
 	bash scripts/setup_dev.sh
@@ -21,6 +21,13 @@ demo: $(STAMP)  ## build a tiny offline LLaMA + the bundled dataset, train it wi
 	HF_HUB_OFFLINE=1 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/llamafactory-cli train recipes/quickstart_cpu.yaml
 	@echo "Demo done: the trained model (a full model) is in $(CURDIR)/saves/quickstart-losia"
 	@echo "Try it:    $(VENV)/bin/llamafactory-cli chat recipes/quickstart_chat.yaml"
+
+bench-quick: $(STAMP)  ## smoke run of the training-cost benchmark (small model, seconds)
+	$(VENV)/bin/losia-factory benchmark --quick
+
+bench: $(STAMP)  ## the CPU benchmark of docs/benchmarks.md (~30 min on 2 cores)
+	$(VENV)/bin/losia-factory benchmark --json docs/bench/cpu.json --plot docs/images/benchmark_cpu.png \
+		--activation-sweep 1/16,1/8,1/4,1/2
 
 docs: $(STAMP)  ## regenerate docs/arguments.md from the argument dataclass
 	$(PY) scripts/gen_arguments_doc.py
