@@ -6,6 +6,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# The seven linear layers of a LLaMA decoder layer, in module order.
+LLAMA_PROJECTIONS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6) -> None:

@@ -87,25 +87,12 @@ def check_train_args(model_args: Any, data_args: Any, training_args: Any, finetu
 
 
 def _scheduler_problem(training_args: Any) -> str | None:
-    import torch
-    from torch.optim.lr_scheduler import LambdaLR
-    from transformers import get_scheduler
+    from ..hf.scheduler import base_curve
 
     try:
-        probe = get_scheduler(
-            training_args.lr_scheduler_type,
-            optimizer=torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0),
-            num_warmup_steps=1,
-            num_training_steps=10,
-            scheduler_specific_kwargs=training_args.lr_scheduler_kwargs,
-        )
+        base_curve(training_args.lr_scheduler_type, 1, 10, training_args.lr_scheduler_kwargs)
+    except ValueError as err:
+        return f"{err}".replace("with LoSiA", "with finetuning_type: losia")
     except Exception:
         return None
-    if isinstance(probe, LambdaLR):
-        return None
-    return (
-        f"lr_scheduler_type: {getattr(training_args.lr_scheduler_type, 'value', training_args.lr_scheduler_type)} "
-        "is not supported with finetuning_type: losia: the "
-        "rewarm (paper Eq. 8) multiplies a per-step base curve. Use cosine, linear, constant_with_warmup, "
-        "cosine_with_min_lr or warmup_stable_decay."
-    )
+    return None

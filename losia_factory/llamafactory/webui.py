@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 from .arguments import METHOD, LosiaArguments
@@ -254,25 +255,8 @@ def create_losia_accordion() -> dict[str, Any]:
     )
 
 
-INPUT_NAMES = tuple(
-    f"losia_{n}"
-    for n in (
-        "rank_factor",
-        "time_slot",
-        "output_rank_factor",
-        "pro",
-        "importance",
-        "mode",
-        "selection",
-        "target",
-        "extra_modules",
-        "ema_beta1",
-        "ema_beta2",
-        "importance_dtype",
-        "layers_path",
-        "seed",
-    )
-)
+# Every losia_* argument has an element of the same name in the Train tab.
+INPUT_NAMES = tuple(f.name for f in fields(LosiaArguments))
 
 
 def extend_train_tab(create_train_tab: Callable) -> Callable:

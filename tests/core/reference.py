@@ -7,8 +7,6 @@ code with ``losia_factory.core`` except what the test passes in (the initial ran
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 
@@ -148,7 +146,3 @@ def constant_after_warmup(lr: float, warmup: int):
 
 def max_abs_diff(a, b) -> float:
     return max((x - y).abs().max().item() for x, y in zip(a, b))
-
-
-def isclose(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)

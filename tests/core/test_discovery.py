@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from losia_factory.core import LosiaConfig, LosiaLRScheduler, attach_losia, find_decoder_layers, find_target_linears
-from tests.toy_models import make_toy
+from tests.toy_models import LLAMA_PROJECTIONS, make_toy
 
 transformers = pytest.importorskip("transformers")
 
@@ -26,15 +26,7 @@ ARCHS = {
     "gemma": (transformers.GemmaConfig, transformers.GemmaForCausalLM, {"head_dim": 8}),
     "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM, {}),
 }
-PROJ = [
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-]
+PROJ = LLAMA_PROJECTIONS
 
 
 def hf_model(arch: str) -> nn.Module:

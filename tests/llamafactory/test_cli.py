@@ -15,18 +15,11 @@ from safetensors.torch import load_file
 
 from losia_factory.core import subnet_size
 from tests.llamafactory.conftest import assert_ok, run_cli, train_config
+from tests.toy_models import LLAMA_PROJECTIONS
 
 pytestmark = pytest.mark.slow
 
-TARGETS = [
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-]
+TARGETS = LLAMA_PROJECTIONS
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
