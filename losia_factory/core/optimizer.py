@@ -10,6 +10,15 @@ One optimizer step at 0-based step ``s`` (Algorithm 2 of the paper, with the sch
 4. groups whose window ends at ``s`` localize a new subnet (Algorithm 1), take its values from the backbone, reset
    their Adam moments and step count, and drop their importance buffers;
 5. the groups measuring during ``s + 1`` start collecting full gradients.
+
+In data-parallel runs the importance gradients of step 1 are averaged over the ranks first (see
+:mod:`.distributed`), and the indices are checked to agree after step 4.
+
+Under DeepSpeed ZeRO stage 1/2 the engine owns the fp32 masters and Adam moments of the blocks and calls ``step``
+once per param group on flat partitions of them. :meth:`LosiaAdamW.bind_engine_masters` switches the optimizer to
+that arrangement: ``step`` then only runs AdamW, and the driver calls :meth:`LosiaAdamW.finish_step` after each
+engine step (when the updated blocks are back in the model) for steps 1 and 3-5, which read and write the masters
+through the engine's API.
 """
 
 from __future__ import annotations
@@ -17,18 +26,32 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from .config import LosiaConfig
+from .distributed import average_across_ranks, check_same_indices, data_parallel_size
 from .importance import ImportanceEMA
 from .schedule import LosiaSchedule
 from .selection import select_block, top_indices
 from .subnet import SubnetTarget
 
 STATE_VERSION = 1
+
+
+class EngineMasters(Protocol):
+    """Access to fp32 master blocks that a training engine keeps outside the model (DeepSpeed ZeRO 1/2).
+
+    Both calls are made on every rank in the same order; ``get`` may be a collective.
+    """
+
+    def get(self, block: torch.Tensor) -> torch.Tensor:
+        """The full fp32 master value of a block parameter."""
+
+    def set(self, block: torch.Tensor, value: torch.Tensor) -> None:
+        """Overwrite the fp32 master of a block parameter (``value``: the full block, the same on all ranks)."""
 
 
 class LosiaAdamW(torch.optim.AdamW):
@@ -87,31 +110,60 @@ class LosiaAdamW(torch.optim.AdamW):
         self.generator = generator
         self.rewarm_attached = False
         self._warned_no_rewarm = False
+        self.engine_masters: EngineMasters | None = None
         self._arm(0)
 
     # -- the step -------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """One LoSiA step (see the module docstring)."""
+        """One LoSiA step (see the module docstring); only AdamW once an engine owns the masters."""
+        if self.engine_masters is not None:
+            return super().step(closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         self._warn_if_no_rewarm()
-        step = self.global_step
-        scoring = self.schedule.scoring_groups(step)
-        for group in scoring:
-            self._update_importance(step, group)
+        scoring = self._update_importance(self.global_step)
         super().step()
+        self._after_update(scoring)
+        return loss
+
+    @torch.no_grad()
+    def finish_step(self) -> None:
+        """The LoSiA part of a step when an engine ran AdamW: importance, write-back, reselection, next window.
+
+        Call it on every rank once after each engine optimizer step (``LosiaCallback`` does so in the Trainer).
+        """
+        if self.engine_masters is None:
+            raise RuntimeError("finish_step() is for engine-owned masters; without them step() does all the work.")
+        self._warn_if_no_rewarm()
+        self._after_update(self._update_importance(self.global_step))
+
+    def bind_engine_masters(self, masters: EngineMasters) -> None:
+        """Hand the fp32 masters and Adam moments to an engine (see the module docstring)."""
+        self.engine_masters = masters
+
+    def _after_update(self, scoring: Sequence[int]) -> None:
+        step = self.global_step
         for target in self.targets:
             target.write_back()
         self.last_reselected = tuple(g for g in scoring if self.schedule.reselects_after(step, g))
         for group in self.last_reselected:
             self._reselect(group)
+        if self.last_reselected:
+            check_same_indices(
+                [
+                    (f"{t.name}.{kind}", idx)
+                    for g in self.last_reselected
+                    for t in self.group_targets[g]
+                    for kind, idx in (("out_idx", t.out_idx), ("in_idx", t.in_idx))
+                    if idx is not None
+                ]
+            )
         self.global_step = step + 1
         self._arm(self.global_step)
-        return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear parameter gradients and any full gradients collected for importance."""
@@ -126,12 +178,24 @@ class LosiaAdamW(torch.optim.AdamW):
         for target in self.targets:
             target.set_measuring(target.group in scoring)
 
-    def _update_importance(self, step: int, group: int) -> None:
+    def _update_importance(self, step: int) -> tuple[int, ...]:
+        """Fold the gradients collected during ``step`` into the EMAs of the measuring groups; returns the groups."""
+        scoring = self.schedule.scoring_groups(step)
         fresh = self.schedule.is_window_start(step)
-        for target in self.group_targets[group]:
-            grad = target.sink.take() if target.sink is not None else None
-            if grad is None:
-                continue  # the layer took no part in this step's forward pass
+        distributed = data_parallel_size() > 1
+        measured = []
+        for group in scoring:
+            for target in self.group_targets[group]:
+                grad = target.sink.take() if target.sink is not None else None
+                if grad is None:
+                    if not distributed:
+                        continue  # the layer took no part in this step's forward pass
+                    # Another rank may have a gradient: contribute zeros, as DDP does for an unused parameter.
+                    grad = torch.zeros(target.weight.shape, dtype=torch.float32, device=target.weight.device)
+                measured.append((target, grad))
+        # The gradient of the global batch: every rank then scores the same matrix and picks the same subnet.
+        average_across_ranks([grad for _, grad in measured])
+        for target, grad in measured:
             ema = self.importance.get(target.name)
             if ema is None or fresh:
                 ema = ImportanceEMA(
@@ -143,8 +207,10 @@ class LosiaAdamW(torch.optim.AdamW):
                 )
                 self.importance[target.name] = ema
             ema.update(target.weight, grad, consume_grad=True)  # the summed gradient is ours and used up here
+        return scoring
 
     def _reselect(self, group: int) -> None:
+        masters = self.engine_masters
         for target in self.group_targets[group]:
             ema = self.importance.pop(target.name, None)
             if ema is None:
@@ -156,9 +222,19 @@ class LosiaAdamW(torch.optim.AdamW):
             else:
                 out_idx, in_idx = select_block(score, target.num_out, target.num_in, self.config.selection)
             del score
-            target.move_to(out_idx, in_idx)
-            # Fresh Adam moments and bias correction for the new block (Algorithm 2, line 34).
-            self.state.pop(target.block, None)
+            if masters is None:
+                target.move_to(out_idx, in_idx)
+                # Fresh Adam moments and bias correction for the new block (Algorithm 2, line 34).
+                self.state.pop(target.block, None)
+            else:
+                masters.set(target.block, target.move_to(out_idx, in_idx, old_master=masters.get(target.block)))
+        if masters is not None:
+            # The engine steps one flat fp32 partition per param group, with one Adam state (moments and step
+            # count) for the whole group: zero it in place, as the engine keeps views of these tensors.
+            for param in self.param_group_of(group)["params"]:
+                for value in self.state.get(param, {}).values():
+                    if torch.is_tensor(value):
+                        value.zero_()
 
     def _warn_if_no_rewarm(self) -> None:
         if self.rewarm_attached or self._warned_no_rewarm or self.config.mode == "fixed":
@@ -172,9 +248,19 @@ class LosiaAdamW(torch.optim.AdamW):
 
     # -- reporting ------------------------------------------------------------------------------------------------
 
+    def param_group_of(self, group: int) -> dict[str, Any]:
+        """The param group of LoSiA group ``group``.
+
+        That is ``param_groups[1 + group]``, unless an engine dropped the empty "extra" group (DeepSpeed does).
+        """
+        for param_group in self.param_groups:
+            if param_group.get("losia_group") == group:
+                return param_group
+        raise KeyError(f"no param group for LoSiA group {group}")
+
     def group_name(self, group: int) -> str:
-        """Name of LoSiA group ``group`` (its param group is ``param_groups[1 + group]``)."""
-        return self.param_groups[1 + group]["name"]
+        """Name of LoSiA group ``group``."""
+        return self.param_group_of(group)["name"]
 
     def num_trainable(self) -> dict[str, int]:
         """Trainable element counts: ``{"subnet": ..., "extra": ...}``."""
@@ -187,7 +273,16 @@ class LosiaAdamW(torch.optim.AdamW):
     def state_dict(self) -> dict[str, Any]:
         """AdamW's state dict plus a ``"losia"`` entry: step, indices, fp32 masters, importance buffers, RNG."""
         state = super().state_dict()
-        state["losia"] = {
+        state["losia"] = self.losia_state_dict()
+        return state
+
+    def losia_state_dict(self) -> dict[str, Any]:
+        """The ``"losia"`` entry of :meth:`state_dict`: step, indices, fp32 masters, importance buffers, RNG.
+
+        DeepSpeed ZeRO 1/2 (non-elastic checkpoints) saves and loads the client optimizer through ``state_dict`` and
+        ``load_state_dict``, so this entry travels inside its checkpoints too.
+        """
+        return {
             "version": STATE_VERSION,
             "step": self.global_step,
             "config": self.config.to_dict(),
@@ -204,7 +299,6 @@ class LosiaAdamW(torch.optim.AdamW):
             "importance": {name: ema.state_dict() for name, ema in self.importance.items()},
             "rng": None if self.generator is None else self.generator.get_state(),
         }
-        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a state saved by :meth:`state_dict` into an optimizer attached to the same model layout."""
@@ -212,31 +306,24 @@ class LosiaAdamW(torch.optim.AdamW):
         losia = state_dict.pop("losia", None)
         if losia is None:
             raise ValueError("This optimizer state has no 'losia' entry: it was not saved by LosiaAdamW.")
-        if losia.get("version") != STATE_VERSION:
-            raise ValueError(f"Unsupported LoSiA state version {losia.get('version')!r} (expected {STATE_VERSION}).")
-        saved_names = [t["name"] for t in losia["targets"]]
-        names = [t.name for t in self.targets]
-        if saved_names != names:
-            first = next((a, b) for a, b in itertools.zip_longest(saved_names, names) if a != b)
-            raise ValueError(
-                "The saved LoSiA state covers different layers than this optimizer "
-                f"({len(saved_names)} saved vs {len(names)} now; first difference (saved, now): {first}). Attach "
-                "LoSiA with the same model, target_modules and output_rank_factor as the saved run."
-            )
-        for target, saved in zip(self.targets, losia["targets"]):
-            if tuple(saved["master"].shape) != tuple(target.block.shape):
-                raise ValueError(
-                    f"{target.name}: saved block shape {tuple(saved['master'].shape)} differs from "
-                    f"{tuple(target.block.shape)}; the rank factors differ from the saved run."
-                )
+        self._check_layout(losia)
         super().load_state_dict(state_dict)
-        with torch.no_grad():
-            for target, saved in zip(self.targets, losia["targets"]):
-                target.out_idx.copy_(saved["out_idx"])
-                if target.in_idx is not None:
-                    target.in_idx.copy_(saved["in_idx"])
-                target.block.copy_(saved["master"])
-                target.write_back()
+        self.load_losia_state_dict(losia)
+
+    @torch.no_grad()
+    def load_losia_state_dict(self, losia: dict[str, Any]) -> None:
+        """Restore a :meth:`losia_state_dict` entry (indices, masters, importance, RNG, step).
+
+        Under DeepSpeed the engine restores its own fp32 partitions right after this call; the block parameters
+        get the saved values (the engine's low-precision copies) meanwhile.
+        """
+        self._check_layout(losia)
+        for target, saved in zip(self.targets, losia["targets"]):
+            target.out_idx.copy_(saved["out_idx"])
+            if target.in_idx is not None:
+                target.in_idx.copy_(saved["in_idx"])
+            target.block.copy_(saved["master"])
+            target.write_back()
         self.importance = {}
         by_name = {t.name: t for t in self.targets}
         for name, saved in losia["importance"].items():
@@ -254,6 +341,26 @@ class LosiaAdamW(torch.optim.AdamW):
             self.generator.set_state(losia["rng"])
         self.global_step = int(losia["step"])
         self._arm(self.global_step)
+
+    def _check_layout(self, losia: dict[str, Any]) -> None:
+        if losia.get("version") != STATE_VERSION:
+            raise ValueError(f"Unsupported LoSiA state version {losia.get('version')!r} (expected {STATE_VERSION}).")
+        saved_names = [t["name"] for t in losia["targets"]]
+        names = [t.name for t in self.targets]
+        if saved_names != names:
+            first = next((a, b) for a, b in itertools.zip_longest(saved_names, names) if a != b)
+            raise ValueError(
+                "The saved LoSiA state covers different layers than this optimizer "
+                f"({len(saved_names)} saved vs {len(names)} now; first difference (saved, now): {first}). Attach "
+                "LoSiA with the same model, target_modules and output_rank_factor as the saved run."
+            )
+        for target, saved in zip(self.targets, losia["targets"]):
+            shape = tuple(saved["master"].shape)
+            if shape != tuple(target.block.shape):
+                raise ValueError(
+                    f"{target.name}: saved block shape {shape} differs from {tuple(target.block.shape)}; the rank "
+                    "factors differ from the saved run."
+                )
 
 
 def _group_name(members: Sequence[SubnetTarget]) -> str:

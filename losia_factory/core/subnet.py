@@ -156,17 +156,28 @@ class SubnetTarget:
         write_back_block(self.module)
 
     @torch.no_grad()
-    def move_to(self, out_idx: torch.Tensor, in_idx: torch.Tensor | None) -> None:
+    def move_to(
+        self, out_idx: torch.Tensor, in_idx: torch.Tensor | None, old_master: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Relocate the block to new indices; its master values come from the backbone weight.
 
         Entries selected both before and after keep their fp32 master value instead of the (possibly bf16) copy in
         the backbone, so a reselection loses no precision on them.
+
+        Args:
+            out_idx: New output indices (sorted).
+            in_idx: New input indices (sorted), or None for a block spanning all inputs.
+            old_master: The current fp32 master values when an engine (DeepSpeed) keeps them outside ``block``;
+                defaults to ``block`` itself.
+
+        Returns:
+            The new fp32 master block (also copied into ``block``, in its dtype).
         """
         if (in_idx is None) != (self.in_idx is None):
             raise ValueError(f"{self.name}: in_idx must be None exactly when the block spans all input neurons.")
         out_idx = out_idx.to(self.out_idx.device)
         in_idx = None if in_idx is None else in_idx.to(self.out_idx.device)
-        old_block = self.block.detach()
+        old_block = self.block.detach() if old_master is None else old_master
         new_block = gather_block(self.weight, out_idx, in_idx).to(torch.float32)
         rows_new, rows_old = _overlap(self.out_idx, out_idx, self.weight.shape[0])
         if in_idx is None:
@@ -180,6 +191,7 @@ class SubnetTarget:
         if in_idx is not None:
             self.in_idx.copy_(in_idx)
         self.block.copy_(new_block)
+        return new_block
 
 
 @torch.no_grad()

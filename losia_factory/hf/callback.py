@@ -10,6 +10,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..core import LosiaAdamW
+from ..core.deepspeed_masters import bind_deepspeed
 
 LOG_FILE = "losia_log.jsonl"
 CONFIG_FILE = "losia_config.json"
@@ -33,6 +34,10 @@ class LosiaCallback(TrainerCallback):
     * every optimizer step, with TensorBoard in ``report_to``: each group's rate as ``losia/lr/<group>``;
     * every reselection: a ``{"event": "reselect"}`` line in ``losia_log.jsonl``, whatever the logging interval;
     * ``losia_config.json`` (the LoSiA settings and the layer groups) is saved in each checkpoint and the output dir.
+
+    Under DeepSpeed ZeRO 1/2 it also drives the LoSiA part of each step: at the start of training it hands the blocks'
+    fp32 masters to the engine (:func:`~losia_factory.core.deepspeed_masters.bind_deepspeed`), and after every
+    optimizer step it calls :meth:`LosiaAdamW.finish_step` on every rank (importance, write-back, reselection).
     """
 
     def __init__(self) -> None:
@@ -65,6 +70,11 @@ class LosiaCallback(TrainerCallback):
 
     # -- events -------------------------------------------------------------------------------------------------
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        optimizer = self._optimizer(kwargs)
+        if optimizer is not None and args.deepspeed and optimizer.engine_masters is None:
+            bind_deepspeed(optimizer)
+
     def on_step_begin(self, args, state, control, **kwargs):
         optimizer = self._optimizer(kwargs)
         if optimizer is None:
@@ -77,6 +87,8 @@ class LosiaCallback(TrainerCallback):
         optimizer = self._optimizer(kwargs)
         if optimizer is None:
             return
+        if optimizer.engine_masters is not None:
+            optimizer.finish_step()  # the engine has stepped and gathered the blocks back into the model
         step = state.global_step  # 1-based count of optimizer steps, as in the trainer log
         if args.logging_steps and step % max(1, int(args.logging_steps)) == 0:
             self._append(args, {"step": step, "lr": self._lrs, "measuring": self._measuring})

@@ -36,21 +36,13 @@ def check_train_args(model_args: Any, data_args: Any, training_args: Any, finetu
     if finetuning_args.finetuning_type != METHOD:
         return
     problems = []
-    world_size = int(getattr(training_args, "world_size", 1) or 1)
-    if world_size > 1:
-        problems.append(
-            f"finetuning_type: losia runs on a single process for now, but this launch has {world_size} processes "
-            "(NPROC_PER_NODE / NNODES / several visible GPUs). Launch one process: CUDA_VISIBLE_DEVICES=0, or "
-            "FORCE_TORCHRUN=1 NPROC_PER_NODE=1."
-        )
     if training_args.deepspeed:
-        problems.append(
-            "deepspeed is not supported with finetuning_type: losia yet (DeepSpeed would own the subnet blocks' fp32 "
-            "copies). Remove `deepspeed:` from the config."
-        )
+        problems += _deepspeed_problems(training_args)
     if getattr(training_args, "fsdp", None) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
         problems.append(
-            "FSDP is not supported with finetuning_type: losia. Remove `fsdp:` / the FSDP accelerate config."
+            "FSDP is not supported with finetuning_type: losia (it shards the backbone weights LoSiA writes the "
+            "trained subnets into). Remove `fsdp:` / the FSDP accelerate config; use DDP (FORCE_TORCHRUN=1) or "
+            "DeepSpeed ZeRO-1/2 (deepspeed: recipes/deepspeed/ds_z2_config.json)."
         )
     if model_args.quantization_bit is not None:
         problems.append(
@@ -84,6 +76,45 @@ def check_train_args(model_args: Any, data_args: Any, training_args: Any, finetu
         problems.append(scheduler_problem)
     if problems:
         raise ValueError("Unsupported settings for finetuning_type: losia:\n  - " + "\n  - ".join(problems))
+
+
+def _deepspeed_problems(training_args: Any) -> list[str]:
+    """What in the DeepSpeed config LoSiA cannot run with (ZeRO-1/2 with the Trainer's optimizer is supported)."""
+    config = getattr(training_args, "hf_deepspeed_config", None)
+    if config is None:
+        return []
+    problems = []
+    stage = config.get_value("zero_optimization.stage", 0)
+    if stage == 3:
+        problems.append(
+            "DeepSpeed ZeRO stage 3 partitions the backbone weights, which finetuning_type: losia writes the trained "
+            "subnets into after every step. Use ZeRO stage 1 or 2 (recipes/deepspeed/ds_z2_config.json)."
+        )
+    for key in ("zero_optimization.offload_optimizer", "zero_optimization.offload_param"):
+        section = config.get_value(key)
+        if isinstance(section, dict) and section.get("device", "none") not in (None, "none"):
+            problems.append(
+                f"DeepSpeed {key.split('.')[-1]} is not supported with finetuning_type: losia (untested). Remove it: "
+                "LoSiA's optimizer states cover the subnets only, a few percent of full fine-tuning's."
+            )
+    for key, name in (("optimizer", "an optimizer"), ("scheduler", "a scheduler")):
+        if config.get_value(key) is not None:
+            problems.append(
+                f"The DeepSpeed config defines {name} (`{key}` section), which would replace LoSiA's. Remove the "
+                f"`{key}` section: the Trainer passes LoSiA's optimizer and rewarm scheduler to DeepSpeed."
+            )
+    if config.is_true("zero_optimization.round_robin_gradients"):
+        problems.append(
+            'DeepSpeed "round_robin_gradients": true reorders ZeRO\'s flat buffers without updating the mapping that '
+            "DeepSpeed's safe_get/set_full_fp32_param accessors use (DeepSpeed <= 0.18), so LoSiA's reselection would "
+            'read and write wrong values. Set "round_robin_gradients": false (recipes/deepspeed/ds_z2_config.json).'
+        )
+    if config.is_true("zero_optimization.elastic_checkpoint") or config.is_true("checkpoint.load_universal"):
+        problems.append(
+            "DeepSpeed elastic or universal checkpoints do not carry LoSiA's state (subnet indices, importance). "
+            "Remove zero_optimization.elastic_checkpoint / checkpoint.load_universal."
+        )
+    return problems
 
 
 def _scheduler_problem(training_args: Any) -> str | None:
