@@ -25,7 +25,7 @@ PATCHED_SYMBOLS = (
     (
         "llamafactory.hparams.parser",
         "_parse_train_args",
-        "after parsing, refuses settings losia cannot combine with (multi-process, DeepSpeed, FSDP, quantization...)",
+        "after parsing, refuses settings losia cannot combine with (ZeRO-3, FSDP, quantization, fp16...)",
     ),
     (
         "llamafactory.model.adapter",
@@ -48,12 +48,12 @@ PATCHED_SYMBOLS = (
     (
         "llamafactory.webui.runner",
         "Runner._parse_train_args",
-        "losia: adds the losia_* values of the Train tab to the run's arguments",
+        "losia: adds the losia_* values of the Train tab; DeepSpeed stage 2 gets a LoSiA-safe ZeRO config",
     ),
     (
         "llamafactory.webui.runner",
         "Runner._initialize",
-        "losia: explains settings it cannot run with (fp16, DeepSpeed, Unsloth, several devices, PPO)",
+        "losia: explains settings it cannot run with (fp16, DeepSpeed stage 3, Unsloth, PPO)",
     ),
 )
 
@@ -223,7 +223,15 @@ def patch_webui_runner(module: ModuleType) -> None:
     def _parse_train_args(self, data):
         args = parse(self, data)
         if args.get("finetuning_type") == METHOD:
-            args.update(losia_train_args(lambda elem_id: data[self.manager.get_elem_by_id(elem_id)]))
+            get = lambda elem_id: data[self.manager.get_elem_by_id(elem_id)]  # noqa: E731
+            args.update(losia_train_args(get))
+            if args.get("deepspeed"):
+                # LLaMA-Factory's generated ZeRO configs turn on round_robin_gradients, which LoSiA cannot use.
+                from llamafactory.webui.common import DEFAULT_CACHE_DIR
+
+                from .deepspeed_config import write_zero_config
+
+                args["deepspeed"] = write_zero_config(DEFAULT_CACHE_DIR, int(get("train.ds_stage")))
         return args
 
     @functools.wraps(initialize)
@@ -233,10 +241,9 @@ def patch_webui_runner(module: ModuleType) -> None:
         if error or not do_train or get("top.finetuning_type") != METHOD:
             return error
         from llamafactory.extras.constants import TRAINING_STAGES
-        from llamafactory.extras.misc import get_device_count
 
         stage = TRAINING_STAGES[get("train.training_stage")]
-        return losia_ui_error(get, get("top.lang"), stage, get_device_count())
+        return losia_ui_error(get, get("top.lang"), stage)
 
     runner._parse_train_args = _parse_train_args
     runner._initialize = _initialize

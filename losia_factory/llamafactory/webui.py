@@ -21,23 +21,23 @@ LOCALES: dict[str, dict[str, dict[str, str]]] = {
     },
     "losia_note": {
         "en": {
-            "value": "LoSiA trains one subnet of every linear layer and saves a full model. It needs one process "
-            "(no DeepSpeed), no quantization and bf16 or fp32 compute."
+            "value": "LoSiA trains one subnet of every linear layer and saves a full model. It runs on one GPU or "
+            "several (DDP, DeepSpeed stage 2 without offload), unquantized, with bf16 or fp32 compute."
         },
         "ru": {
-            "value": "LoSiA обучает одну подсеть каждого линейного слоя и сохраняет полную модель. Нужен один процесс "
-            "(без DeepSpeed), без квантования, вычисления в bf16 или fp32."
+            "value": "LoSiA обучает одну подсеть каждого линейного слоя и сохраняет полную модель. Работает на одной "
+            "или нескольких GPU (DDP, DeepSpeed stage 2 без выгрузки), без квантования, с вычислениями в bf16 или fp32."
         },
         "zh": {
-            "value": "LoSiA 训练每个线性层中的一个子网络并保存完整模型。需要单进程（不使用 DeepSpeed）、不量化，计算类型为 bf16 或 fp32。"
+            "value": "LoSiA 训练每个线性层中的一个子网络并保存完整模型。支持单卡或多卡（DDP、不卸载的 DeepSpeed stage 2），不量化，计算类型为 bf16 或 fp32。"
         },
         "ko": {
-            "value": "LoSiA는 각 선형 계층의 서브네트워크 하나를 학습하고 전체 모델을 저장합니다. 단일 프로세스(DeepSpeed 없음), "
-            "양자화 없음, bf16 또는 fp32 연산이 필요합니다."
+            "value": "LoSiA는 각 선형 계층의 서브네트워크 하나를 학습하고 전체 모델을 저장합니다. GPU 하나 또는 여러 개"
+            "(DDP, 오프로드 없는 DeepSpeed stage 2)에서 양자화 없이 bf16 또는 fp32 연산으로 실행됩니다."
         },
         "ja": {
-            "value": "LoSiA は各線形層のサブネットワークを 1 つ学習し、完全なモデルを保存します。単一プロセス（DeepSpeed なし）、"
-            "量子化なし、bf16 または fp32 の計算型が必要です。"
+            "value": "LoSiA は各線形層のサブネットワークを 1 つ学習し、完全なモデルを保存します。1 枚または複数の GPU"
+            "（DDP、オフロードなしの DeepSpeed stage 2）で、量子化なし、bf16 または fp32 の計算型で動作します。"
         },
     },
     "losia_rank_factor": {
@@ -170,12 +170,16 @@ ALERTS: dict[str, dict[str, str]] = {
         "ko": "LoSiA는 fp16(손실 스케일링)을 지원하지 않습니다: 연산 유형으로 bf16 또는 fp32를 선택하세요.",
         "ja": "LoSiA は fp16（損失スケーリング）に対応していません。計算型に bf16 か fp32 を選んでください。",
     },
-    "err_losia_deepspeed": {
-        "en": "LoSiA does not support DeepSpeed yet: set the DeepSpeed stage to none.",
-        "ru": "LoSiA пока не поддерживает DeepSpeed: установите стадию DeepSpeed в none.",
-        "zh": "LoSiA 暂不支持 DeepSpeed：请将 DeepSpeed stage 设为 none。",
-        "ko": "LoSiA는 아직 DeepSpeed를 지원하지 않습니다: DeepSpeed stage를 none으로 설정하세요.",
-        "ja": "LoSiA はまだ DeepSpeed に対応していません。DeepSpeed stage を none にしてください。",
+    "err_losia_zero3": {
+        "en": "LoSiA runs with DeepSpeed stage 2, not stage 3 (it writes the subnets into the backbone weights that "
+        "stage 3 partitions): choose stage 2 or none.",
+        "ru": "LoSiA работает с DeepSpeed stage 2, но не stage 3 (она записывает подсети в веса модели, которые stage 3 "
+        "разбивает): выберите stage 2 или none.",
+        "zh": "LoSiA 支持 DeepSpeed stage 2，不支持 stage 3（它会把子网络写回主干权重，而 stage 3 会切分这些权重）：请选择 2 或 none。",
+        "ko": "LoSiA는 DeepSpeed stage 2에서 실행되며 stage 3은 지원하지 않습니다(서브네트워크를 stage 3이 분할하는 백본 "
+        "가중치에 기록하기 때문): stage 2 또는 none을 선택하세요.",
+        "ja": "LoSiA は DeepSpeed stage 2 で動作し、stage 3 には対応していません（stage 3 が分割するバックボーンの重みに"
+        "サブネットワークを書き込むため）。stage 2 か none を選んでください。",
     },
     "err_losia_unsloth": {
         "en": "LoSiA does not support the Unsloth booster: choose another booster.",
@@ -183,13 +187,6 @@ ALERTS: dict[str, dict[str, str]] = {
         "zh": "LoSiA 不支持 Unsloth 加速：请选择其他加速方式。",
         "ko": "LoSiA는 Unsloth 가속을 지원하지 않습니다: 다른 가속 방식을 선택하세요.",
         "ja": "LoSiA は Unsloth ブースターに対応していません。別のブースターを選んでください。",
-    },
-    "err_losia_devices": {
-        "en": "LoSiA trains on one device for now: start the web UI with CUDA_VISIBLE_DEVICES set to one GPU.",
-        "ru": "LoSiA пока обучается на одном устройстве: запустите веб-интерфейс с CUDA_VISIBLE_DEVICES на одну GPU.",
-        "zh": "LoSiA 目前只支持单设备训练：请设置 CUDA_VISIBLE_DEVICES 为一张 GPU 后再启动 Web UI。",
-        "ko": "LoSiA는 현재 단일 장치에서만 학습합니다: CUDA_VISIBLE_DEVICES를 GPU 하나로 설정하고 웹 UI를 시작하세요.",
-        "ja": "LoSiA は現在 1 デバイスでのみ学習します。CUDA_VISIBLE_DEVICES を 1 枚の GPU にして Web UI を起動してください。",
     },
     "err_losia_stage": {
         "en": "LoSiA does not support the PPO stage.",
@@ -294,20 +291,17 @@ def extend_train_tab(create_train_tab: Callable) -> Callable:
 
 
 def _wire_method_switch(manager, losia: dict[str, Any], train: dict[str, Any]) -> None:
-    """Show the accordion for ``losia`` and turn off settings it cannot combine with (DeepSpeed)."""
+    """Show the accordion for ``losia`` and turn off the setting it cannot combine with (DeepSpeed offload)."""
     import gradio as gr
 
     finetuning_type = manager.get_elem_by_id("top.finetuning_type")
 
     def on_method(method: str):
         is_losia = method == METHOD
-        deepspeed = gr.update(value="none", interactive=False) if is_losia else gr.update(interactive=True)
         offload = gr.update(value=False, interactive=False) if is_losia else gr.update(interactive=True)
-        return gr.update(visible=is_losia), deepspeed, offload
+        return gr.update(visible=is_losia), offload
 
-    finetuning_type.change(
-        on_method, [finetuning_type], [losia["losia_tab"], train["ds_stage"], train["ds_offload"]], queue=False
-    )
+    finetuning_type.change(on_method, [finetuning_type], [losia["losia_tab"], train["ds_offload"]], queue=False)
 
 
 def losia_train_args(get: Callable[[str], Any]) -> dict[str, Any]:
@@ -322,18 +316,16 @@ def losia_train_args(get: Callable[[str], Any]) -> dict[str, Any]:
     return args
 
 
-def losia_ui_error(get: Callable[[str], Any], lang: str, stage: str, device_count: int) -> str:
+def losia_ui_error(get: Callable[[str], Any], lang: str, stage: str) -> str:
     """The message explaining why LoSiA cannot start with the current Train tab settings, or ''."""
     if stage == "ppo":
         key = "err_losia_stage"
     elif get("train.compute_type") == "fp16":
         key = "err_losia_fp16"
-    elif get("train.ds_stage") != "none":
-        key = "err_losia_deepspeed"
+    elif get("train.ds_stage") == "3":
+        key = "err_losia_zero3"
     elif get("top.booster") == "unsloth":
         key = "err_losia_unsloth"
-    elif device_count > 1:
-        key = "err_losia_devices"
     else:
         return ""
     return ALERTS[key].get(lang, ALERTS[key]["en"])

@@ -119,9 +119,70 @@ def test_fp16_is_refused(assets, tmp_path, monkeypatch):
     monkeypatch.setattr(training_args, "fp16", True)
     with pytest.raises(ValueError, match=r"fp16: true .* is not supported"):
         check_train_args(model_args, data_args, training_args, finetuning_args)
-    monkeypatch.setattr(training_args, "fp16", False)
-    monkeypatch.setattr(training_args, "deepspeed", "ds_z2.json")
-    with pytest.raises(ValueError, match="deepspeed is not supported"):
+
+
+def _zero(**changes) -> dict:
+    from losia_factory.llamafactory.deepspeed_config import zero_config
+
+    config = zero_config(2)
+    for key, value in changes.items():
+        section, _, name = key.rpartition(".")
+        (config[section] if section else config)[name] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    "changes,needle",
+    [
+        ({"zero_optimization.stage": 3}, "ZeRO stage 3 partitions the backbone weights"),
+        ({"zero_optimization.offload_optimizer": {"device": "cpu"}}, "offload_optimizer is not supported"),
+        ({"optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}, "defines an optimizer"),
+        ({"scheduler": {"type": "WarmupLR"}}, "defines a scheduler"),
+        ({"zero_optimization.round_robin_gradients": True}, '"round_robin_gradients": true reorders'),
+        ({"zero_optimization.elastic_checkpoint": True}, "elastic or universal checkpoints"),
+    ],
+)
+def test_deepspeed_settings_losia_cannot_run_are_refused(assets, tmp_path, changes, needle):
+    import json
+
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(_zero(**changes)))
+    with pytest.raises(ValueError, match=needle):
+        parse(assets, tmp_path, deepspeed=str(path), ddp_backend="gloo")
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_shipped_zero_configs_are_accepted_and_match_the_generator(assets, tmp_path, stage):
+    import json
+    from pathlib import Path
+
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    from losia_factory.llamafactory.checks import check_train_args
+    from losia_factory.llamafactory.deepspeed_config import zero_config
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "deepspeed" / f"ds_z{stage}_config.json"
+    assert json.loads(recipe.read_text()) == zero_config(stage)
+    # One process cannot parse a DeepSpeed run (LLaMA-Factory asks for FORCE_TORCHRUN): check our part on parsed
+    # arguments; test_distributed_cli runs the ZeRO-2 file through llamafactory-cli on 2 processes.
+    model_args, data_args, training_args, finetuning_args, _ = parse(assets, tmp_path)
+    training_args.deepspeed = str(recipe)
+    training_args.hf_deepspeed_config = HfTrainerDeepSpeedConfig(str(recipe))
+    check_train_args(model_args, data_args, training_args, finetuning_args)
+    bad = HfTrainerDeepSpeedConfig({**zero_config(stage), "zero_optimization": {"stage": 3}})
+    training_args.hf_deepspeed_config = bad
+    with pytest.raises(ValueError, match="ZeRO stage 3"):
+        check_train_args(model_args, data_args, training_args, finetuning_args)
+
+
+def test_fsdp_is_refused(assets, tmp_path, monkeypatch):
+    from llamafactory.hparams import get_train_args
+
+    from losia_factory.llamafactory.checks import check_train_args
+
+    model_args, data_args, training_args, finetuning_args, _ = get_train_args(train_config(assets, tmp_path / "o"))
+    monkeypatch.setattr(training_args, "fsdp", "full_shard")
+    with pytest.raises(ValueError, match="FSDP is not supported with finetuning_type: losia"):
         check_train_args(model_args, data_args, training_args, finetuning_args)
 
 

@@ -192,15 +192,6 @@ def test_torchrun_single_process_pretraining_with_tensorboard(assets, tmp_path):
     assert {"losia/lr/model.layers.0", "losia/lr/model.layers.1", "losia/lr/lm_head"} <= set(tags)
 
 
-def test_two_processes_are_refused_before_training(assets, tmp_path):
-    result = run_cli(
-        "train", train_config(assets, tmp_path / "ddp"), tmp_path, env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}
-    )
-    assert result.returncode != 0
-    assert "runs on a single process for now, but this launch has 2 processes" in result.stdout + result.stderr
-    assert not (tmp_path / "ddp" / "model.safetensors").exists()
-
-
 def test_bad_value_from_the_cli(assets, tmp_path):
     result = run_cli("train", train_config(assets, tmp_path / "bad", losia_rank_factor=1.5), tmp_path)
     assert result.returncode != 0

@@ -122,11 +122,12 @@ def test_runner_builds_losia_arguments_the_parser_accepts(engine, tmp_path):
     "setting,value,alert",
     [
         ("train__compute_type", "fp16", "err_losia_fp16"),
-        ("train__ds_stage", "2", "err_losia_deepspeed"),
+        ("train__ds_stage", "3", "err_losia_zero3"),
         ("top__booster", "unsloth", "err_losia_unsloth"),
     ],
 )
 def test_runner_explains_unsupported_settings(engine, setting, value, alert):
+    """The alert replaces the run; stage 2 is not among them (see the ZeRO-2 test below)."""
     data = values(
         engine,
         top__model_name="Custom",
@@ -262,8 +263,9 @@ def test_browser_train_preview_start_chat_export(webui, assets, tmp_path):
         if os.environ.get("LOSIA_UPDATE_DOCS") == "1":
             shutil.copyfile(tmp_path / "webui_losia.png", ROOT / "docs" / "images" / "webui_losia.png")
 
-        # DeepSpeed is switched off for LoSiA.
-        assert page.get_by_label("DeepSpeed stage", exact=True).first.is_disabled()
+        # DeepSpeed stays available (stage 2); its offload is switched off for LoSiA.
+        assert not page.get_by_label("DeepSpeed stage", exact=True).first.is_disabled()
+        assert page.get_by_label("Enable offload", exact=True).first.is_disabled()
 
         page.get_by_role("button", name="Preview command", exact=True).click()
         page.wait_for_function("() => document.body.innerText.includes('--losia_time_slot')")
@@ -312,3 +314,24 @@ def test_browser_train_preview_start_chat_export(webui, assets, tmp_path):
         load_file(str(work / "exported" / "model.safetensors")),
     )
     assert sorted(trained) == sorted(exported) and all((trained[k] == exported[k]).all() for k in trained)
+
+
+def test_deepspeed_stage_2_gets_a_losia_safe_config(engine, tmp_path, monkeypatch):
+    import json
+
+    from losia_factory.llamafactory.deepspeed_config import zero_config
+
+    monkeypatch.chdir(tmp_path)  # the runner writes into LLaMA-Factory's cache folder, relative to the cwd
+    data = values(
+        engine,
+        top__model_name="Custom",
+        top__model_path="/models/tiny",
+        top__finetuning_type="losia",
+        train__dataset=["demo"],
+        train__output_dir="run",
+        train__ds_stage="2",
+    )
+    assert engine.runner._initialize(data, do_train=True, from_preview=True) == ""
+    args = engine.runner._parse_train_args(data)
+    assert args["deepspeed"].endswith("ds_z2_losia_config.json")
+    assert json.loads((tmp_path / args["deepspeed"]).read_text()) == zero_config(2)
