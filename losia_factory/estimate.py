@@ -5,6 +5,12 @@ per block entry, the fp32 block gradients, and, for the one group measuring impo
 gradient (fp32) and two importance buffers (``Ibar``, ``Ubar``). Activations depend on batch and sequence length and
 are not included. The paper's Table 14 gives the same terms with ``K`` square ``d x d`` matrices per layer; this
 estimator uses the real shapes (attention with grouped key/value heads, the MLP's intermediate size).
+
+Data-parallel runs (``--gpus N --zero {0,1,2}``) are reported per GPU. Plain DDP (ZeRO 0) keeps everything on every
+rank. Under DeepSpeed ZeRO-1 the engine owns the fp32 masters and Adam moments and partitions them over the ranks, and
+the model's block parameters become copies in the training dtype; ZeRO-2 partitions the block gradients as well. The
+backbone, the measuring group's gradient sink and its importance buffers are never partitioned: LoSiA writes into the
+backbone after every step, and every rank scores the same averaged gradient.
 """
 
 from __future__ import annotations
@@ -91,6 +97,11 @@ PAPER_TABLE15 = {
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
+ZERO_STAGES = (0, 1, 2)
+ZERO3_UNSUPPORTED = (
+    "ZeRO-3 is not supported with LoSiA: it partitions the backbone weights LoSiA writes into; use --zero 1 or 2"
+)
+
 
 def load_shape(model: str) -> ModelShape:
     """A preset name (``llama2-7b``, ``llama2-13b``, ``gemma-2b``) or a path to a config.json / model folder."""
@@ -111,14 +122,40 @@ def load_shape(model: str) -> ModelShape:
         raise ValueError(f"{path} lacks {err.args[0]!r}; it does not look like a decoder-only LLM config.") from None
 
 
-def estimate(
-    shape: ModelShape,
-    rank_factor: float,
-    output_rank_factor: float,
-    weight_dtype: str = "bfloat16",
-    importance_dtype: str = "float32",
-) -> dict[str, float]:
-    """Trainable parameters and static memory (bytes) of a LoSiA run on ``shape``."""
+def check_parallel(gpus: int, zero: int) -> None:
+    """Raise ``ValueError`` unless ``gpus`` ranks under ZeRO stage ``zero`` is a setting LoSiA supports."""
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
+        raise ValueError(f"--gpus must be an integer >= 1, got {gpus!r}")
+    if zero == 3:
+        raise ValueError(ZERO3_UNSUPPORTED)
+    if zero not in ZERO_STAGES:
+        raise ValueError(f"--zero must be one of {', '.join(map(str, ZERO_STAGES))}, got {zero!r}")
+
+
+def parallel_setting(gpus: int, zero: int) -> str:
+    """How the figures are meant, e.g. ``per GPU, 8 GPUs, DeepSpeed ZeRO-2``."""
+    ranks = f"{gpus} GPU" if gpus == 1 else f"{gpus} GPUs"
+    engine = f"DeepSpeed ZeRO-{zero}" if zero else "plain DDP" if gpus > 1 else "no data parallelism"
+    return f"per GPU, {ranks}, {engine}"
+
+
+def gradient_dtype(weight_dtype: str, zero: int) -> str:
+    """The dtype of the block gradients (and of their all-reduce).
+
+    Without DeepSpeed the block parameters are the fp32 masters, so their gradients are fp32. DeepSpeed casts the
+    model, blocks included, to the training dtype and reduces the gradients in it (its default
+    ``communication_data_type``).
+    """
+    return weight_dtype if zero else "float32"
+
+
+def _shard(num_bytes: int, ranks: int) -> int:
+    """One rank's share of ``num_bytes`` partitioned over ``ranks`` (rounded up; DeepSpeed's padding ignored)."""
+    return -(-num_bytes // ranks)
+
+
+def _group_sizes(shape: ModelShape, rank_factor: float, output_rank_factor: float) -> dict[str, int]:
+    """Element counts of the blocks and the full weights of one decoder layer and of the output layer."""
     if not 0 < rank_factor <= 1:
         raise ValueError(f"rank_factor must be in (0, 1], got {rank_factor}")
     if not 0 <= output_rank_factor <= 1:
@@ -126,22 +163,110 @@ def estimate(
     layer_blocks = sum(
         subnet_size(out, rank_factor) * subnet_size(inp, rank_factor) for out, inp in shape.linears().values()
     )
-    layer_full = sum(out * inp for out, inp in shape.linears().values())
-    head_full = shape.vocab_size * shape.hidden_size
-    head_block = subnet_size(shape.vocab_size, output_rank_factor) * shape.hidden_size if output_rank_factor else 0
-    trainable = shape.num_layers * layer_blocks + head_block
-    largest_group = max(layer_full, head_full if output_rank_factor else 0)
+    trained_head = output_rank_factor > 0  # p_o = 0: the output layer is frozen and is no LoSiA group
+    head_block = subnet_size(shape.vocab_size, output_rank_factor) * shape.hidden_size if trained_head else 0
+    return {
+        "layer_blocks": layer_blocks,
+        "head_block": head_block,
+        "trainable": shape.num_layers * layer_blocks + head_block,
+        "layer_full": sum(out * inp for out, inp in shape.linears().values()),
+        "head_full": shape.vocab_size * shape.hidden_size if trained_head else 0,
+        "num_groups": shape.num_layers + trained_head,
+    }
+
+
+def estimate(
+    shape: ModelShape,
+    rank_factor: float,
+    output_rank_factor: float,
+    weight_dtype: str = "bfloat16",
+    importance_dtype: str = "float32",
+    gpus: int = 1,
+    zero: int = 0,
+) -> dict[str, float]:
+    """Trainable parameters and static memory (bytes, per GPU) of a LoSiA run on ``shape``.
+
+    Args:
+        shape: The model.
+        rank_factor: p, the fraction of each decoder linear layer's rows and columns in its block.
+        output_rank_factor: p_o, the fraction of the output layer's rows trained (0: frozen).
+        weight_dtype: Dtype of the backbone (and, under DeepSpeed, of the model-side block copies).
+        importance_dtype: Dtype of the importance EMA buffers.
+        gpus: Number of data-parallel ranks.
+        zero: DeepSpeed ZeRO stage (0: plain DDP, no DeepSpeed).
+
+    Returns:
+        Element counts (``trainable``, ``layer_blocks``, ``head_block``) and byte counts per GPU; ``block_copies``
+        is 0 without DeepSpeed, where the block parameters are the fp32 masters themselves.
+    """
+    check_parallel(gpus, zero)
+    sizes = _group_sizes(shape, rank_factor, output_rank_factor)
+    trainable = sizes["trainable"]
+    largest_group = max(sizes["layer_full"], sizes["head_full"])
     wbytes, ibytes = DTYPE_BYTES[weight_dtype], DTYPE_BYTES[importance_dtype]
+    # ZeRO-1 partitions the optimizer side (fp32 masters, Adam moments), ZeRO-2 the block gradients as well.
+    optimizer_ranks = gpus if zero >= 1 else 1
+    gradient_ranks = gpus if zero >= 2 else 1
     parts = {
         "weights": shape.num_parameters() * wbytes,
-        "subnet_masters": trainable * 4,
-        "adam_moments": 2 * trainable * 4,
-        "block_gradients": trainable * 4,
+        "block_copies": trainable * wbytes if zero else 0,
+        "subnet_masters": _shard(trainable * 4, optimizer_ranks),
+        "adam_moments": _shard(2 * trainable * 4, optimizer_ranks),
+        "block_gradients": _shard(trainable * DTYPE_BYTES[gradient_dtype(weight_dtype, zero)], gradient_ranks),
+        # Whole on every rank: the sink is all-reduced each measuring step and every rank keeps the same EMAs.
         "measuring_full_gradient": largest_group * 4,
         "importance_buffers": 2 * largest_group * ibytes,
     }
     parts["total_static"] = sum(parts.values())
-    return {"trainable": trainable, "layer_blocks": layer_blocks, "head_block": head_block, **parts}
+    return {"trainable": trainable, "layer_blocks": sizes["layer_blocks"], "head_block": sizes["head_block"], **parts}
+
+
+def communication(
+    shape: ModelShape,
+    rank_factor: float,
+    output_rank_factor: float,
+    weight_dtype: str = "bfloat16",
+    zero: int = 0,
+) -> dict[str, float]:
+    """Bytes each rank puts into collectives per optimizer step (the tensors' sizes, not the traffic on the wire).
+
+    The measuring group's full weight gradient (fp32) is all-reduced once per optimizer step. In the default async
+    mode one group measures at every step: a decoder layer, or on its share of the steps the output layer; the mean
+    over a cycle of G groups is the sum of all groups' full weights over G (the same in sync mode, where all groups
+    measure during one slot in G). The block gradients are reduced once per optimizer step by DDP and ZeRO-1, and at
+    every micro-batch by ZeRO-2; under ZeRO the updated blocks are then all-gathered in the training dtype.
+
+    Returns:
+        ``importance_layer`` (a measuring decoder layer), ``importance_head`` (a measuring output layer, 0 when
+        frozen), ``importance_mean`` (mean per step), ``block_gradients``, ``block_allgather`` (0 without ZeRO) and
+        ``total_mean`` (the sum of the last three).
+    """
+    check_parallel(1, zero)
+    sizes = _group_sizes(shape, rank_factor, output_rank_factor)
+    layers = shape.num_layers * sizes["layer_full"]
+    parts = {
+        "importance_layer": 4 * sizes["layer_full"],
+        "importance_head": 4 * sizes["head_full"],
+        "importance_mean": 4 * (layers + sizes["head_full"]) / sizes["num_groups"],
+        "block_gradients": sizes["trainable"] * DTYPE_BYTES[gradient_dtype(weight_dtype, zero)],
+        "block_allgather": sizes["trainable"] * DTYPE_BYTES[weight_dtype] if zero else 0,
+    }
+    parts["total_mean"] = parts["importance_mean"] + parts["block_gradients"] + parts["block_allgather"]
+    return parts
+
+
+# (header, key of :func:`estimate`) of the memory table's byte columns; "block copies" only appears under DeepSpeed.
+MEMORY_COLUMNS = (
+    ("weights", "weights"),
+    ("block copies", "block_copies"),
+    ("masters", "subnet_masters"),
+    ("moments", "adam_moments"),
+    ("block grads", "block_gradients"),
+    ("measuring grad", "measuring_full_gradient"),
+    ("importance", "importance_buffers"),
+    ("total static", "total_static"),
+)
+MIB = 2**20
 
 
 def report(
@@ -150,31 +275,122 @@ def report(
     output_rank_factors: list[float],
     weight_dtype: str,
     importance_dtype: str,
+    gpus: int = 1,
+    zero: int = 0,
 ) -> str:
-    """A markdown report for every (p, p_o) pair, with the paper's Table 15 next to LLaMA-2 7B rows."""
-    lines = [
+    """A markdown report for every (p, p_o) pair, with the paper's Table 15 next to LLaMA-2 7B rows.
+
+    With ``gpus > 1`` or ``zero > 0`` the memory is per GPU and a line states the data-parallel setting; with
+    ``gpus > 1`` a second table gives the bytes communicated per optimizer step.
+    """
+    check_parallel(gpus, zero)
+    lines = [_summary(shape, weight_dtype, importance_dtype, zero)]
+    if gpus > 1 or zero:
+        lines.append(_parallel_line(gpus, zero))
+    lines += ["", *_memory_table(shape, rank_factors, output_rank_factors, weight_dtype, importance_dtype, gpus, zero)]
+    if gpus > 1:  # one rank communicates nothing
+        lines += ["", *_communication_table(shape, rank_factors, output_rank_factors, weight_dtype, gpus, zero)]
+    return "\n".join(lines)
+
+
+def _summary(shape: ModelShape, weight_dtype: str, importance_dtype: str, zero: int) -> str:
+    dtypes = (
+        f"weights and block copies in {weight_dtype}, masters/moments in float32, block gradients in "
+        f"{gradient_dtype(weight_dtype, zero)}"
+        if zero
+        else f"weights in {weight_dtype}, masters/moments/gradients in float32"
+    )
+    return (
         f"{shape.name}: {shape.num_parameters() / 1e9:.2f}B parameters, {shape.num_layers} layers, hidden "
-        f"{shape.hidden_size}, vocabulary {shape.vocab_size}; weights in {weight_dtype}, masters/moments/gradients in "
-        f"float32, importance buffers in {importance_dtype}. Memory in GiB; activations not included.",
+        f"{shape.hidden_size}, vocabulary {shape.vocab_size}; {dtypes}, importance buffers in {importance_dtype}. "
+        "Memory in GiB; activations not included."
+    )
+
+
+def _parallel_line(gpus: int, zero: int) -> str:
+    split = {0: "", 1: "masters and moments", 2: "masters, moments and block grads"}[zero]
+    where = (
+        f"{split} are split {gpus} ways, the rest is whole on every GPU"
+        if zero and gpus > 1
+        else f"{split} live in the DeepSpeed engine (partitions of size 1)"
+        if zero
+        else "every GPU holds everything"
+    )
+    buffers = "DeepSpeed's communication buckets" if zero else "DDP's gradient buckets"
+    return f"Data parallel: {parallel_setting(gpus, zero)}; {where}. {buffers} are not included."
+
+
+def _memory_table(
+    shape: ModelShape,
+    rank_factors: list[float],
+    output_rank_factors: list[float],
+    weight_dtype: str,
+    importance_dtype: str,
+    gpus: int,
+    zero: int,
+) -> list[str]:
+    columns = [(header, key) for header, key in MEMORY_COLUMNS if zero or key != "block_copies"]
+    headers = ["p", "p_o", "trainable (M)", "paper (M)", *(header for header, _ in columns), "paper measured GB"]
+    lines = ["| " + " | ".join(headers) + " |", "|---|---|" + "---:|" * (len(headers) - 2)]
+    for p_o in output_rank_factors:
+        for p in rank_factors:
+            e = estimate(shape, p, p_o, weight_dtype, importance_dtype, gpus, zero)
+            paper = PAPER_TABLE15.get((p, p_o)) if shape == PRESETS["llama2-7b"] else None
+            # The paper measured one GPU without DeepSpeed: its memory is not comparable to other settings.
+            paper_gb = f"{paper[1]:.2f}" if paper and gpus == 1 and not zero else "-"
+            cells = [
+                _fraction(p),
+                _fraction(p_o),
+                f"{e['trainable'] / 1e6:.1f}",
+                f"{paper[0]:.1f}" if paper else "-",
+                *(f"{e[key] / GIB:.2f}" for _, key in columns),
+                paper_gb,
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _communication_table(
+    shape: ModelShape,
+    rank_factors: list[float],
+    output_rank_factors: list[float],
+    weight_dtype: str,
+    gpus: int,
+    zero: int,
+) -> list[str]:
+    full = _group_sizes(shape, 1.0, 1.0)  # full weight counts do not depend on p and p_o
+    layer_weights, head_weights = full["layer_full"], full["head_full"]
+    head = (
+        f"; the output layer, on 1 step in {shape.num_layers + 1} when p_o > 0: {4 * head_weights:,} bytes "
+        f"({head_weights:,} weights x 4 B)"
+        if any(output_rank_factors)
+        else ""
+    )
+    block_reduce = {
+        0: "DDP all-reduce",
+        1: "ZeRO-1 reduce-scatter",
+        2: "ZeRO-2 reduce-scatter, at every micro-batch: multiply by the gradient accumulation steps",
+    }[zero]
+    gather = f"; under ZeRO the updated blocks are then all-gathered in {weight_dtype}" if zero else ""
+    lines = [
+        f"Communication per optimizer step: sizes in MiB of the whole tensors reduced or gathered. On a ring each GPU "
+        f"sends about 2(N-1)/N = {2 * (gpus - 1) / gpus:.2f} times that for an all-reduce, "
+        f"(N-1)/N = {(gpus - 1) / gpus:.2f} times for a reduce-scatter or an all-gather.",
+        f"Importance gradient of the measuring group (fp32 all-reduce, one group per step in async mode): a decoder "
+        f"layer {4 * layer_weights:,} bytes ({layer_weights:,} weights x 4 B){head}.",
+        f"Block gradients in {gradient_dtype(weight_dtype, zero)} ({block_reduce}){gather}.",
         "",
-        "| p | p_o | trainable (M) | paper (M) | weights | masters | moments | block grads | measuring grad | "
-        "importance | total static | paper measured GB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| p | p_o | importance, layer | importance, mean | block grads | block all-gather | total, mean |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for p_o in output_rank_factors:
         for p in rank_factors:
-            e = estimate(shape, p, p_o, weight_dtype, importance_dtype)
-            paper = PAPER_TABLE15.get((p, p_o)) if shape == PRESETS["llama2-7b"] else None
-            paper_m = f"{paper[0]:.1f}" if paper else "-"
-            paper_gb = f"{paper[1]:.2f}" if paper else "-"
-            gib = {k: e[k] / GIB for k in e if k not in ("trainable", "layer_blocks", "head_block")}
+            c = communication(shape, p, p_o, weight_dtype, zero)
+            keys = ("importance_layer", "importance_mean", "block_gradients", "block_allgather", "total_mean")
             lines.append(
-                f"| {_fraction(p)} | {_fraction(p_o)} | {e['trainable'] / 1e6:.1f} | {paper_m} | "
-                f"{gib['weights']:.2f} | {gib['subnet_masters']:.2f} | {gib['adam_moments']:.2f} | "
-                f"{gib['block_gradients']:.2f} | {gib['measuring_full_gradient']:.2f} | "
-                f"{gib['importance_buffers']:.2f} | {gib['total_static']:.2f} | {paper_gb} |"
+                f"| {_fraction(p)} | {_fraction(p_o)} | " + " | ".join(f"{c[k] / MIB:.1f}" for k in keys) + " |"
             )
-    return "\n".join(lines)
+    return lines
 
 
 def _fraction(value: float) -> str:
@@ -196,6 +412,28 @@ def _parse_factors(text: str) -> list[float]:
     return out
 
 
+def _gpu_count(text: str) -> int:
+    try:
+        gpus = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if gpus < 1:
+        raise argparse.ArgumentTypeError(f"needs at least 1 GPU, got {gpus}")
+    return gpus
+
+
+def _zero_stage(text: str) -> int:
+    try:
+        stage = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 0, 1 or 2, got {text!r}") from None
+    if stage == 3:
+        raise argparse.ArgumentTypeError(ZERO3_UNSUPPORTED)
+    if stage not in ZERO_STAGES:
+        raise argparse.ArgumentTypeError(f"expected 0, 1 or 2, got {stage}")
+    return stage
+
+
 def main(argv: list[str] | None = None) -> int:
     """``losia-factory estimate``."""
     parser = argparse.ArgumentParser(prog="losia-factory estimate", description=__doc__.split("\n\n")[0])
@@ -204,6 +442,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-rank-factor", default="1/8,1", help="p_o values, e.g. 1/8 or 0")
     parser.add_argument("--weight-dtype", default="bfloat16", choices=tuple(DTYPE_BYTES))
     parser.add_argument("--importance-dtype", default="float32", choices=tuple(DTYPE_BYTES))
+    parser.add_argument(
+        "--gpus", type=_gpu_count, default=1, help="data-parallel ranks (default 1); memory is then per GPU"
+    )
+    parser.add_argument(
+        "--zero",
+        type=_zero_stage,
+        default=0,
+        metavar="{0,1,2}",
+        help="DeepSpeed ZeRO stage (default 0: plain DDP); 1 partitions masters and moments, 2 also block gradients",
+    )
     args = parser.parse_args(argv)
     try:
         shape = load_shape(args.model)
@@ -213,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
             _parse_factors(args.output_rank_factor),
             args.weight_dtype,
             args.importance_dtype,
+            args.gpus,
+            args.zero,
         )
     except ValueError as err:
         parser.error(str(err))

@@ -25,10 +25,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _losses_per_step(model, opt, sched, batches, micro, ddp=None):
-    """Train with ``micro`` micro-batches per step; under DDP, gradients are reduced on the last one only."""
+def _losses_per_step(model, opt, sched, batches, micro, ddp=None, probe=None):
+    """Train with ``micro`` micro-batches per step; under DDP, gradients are reduced on the last one only.
+
+    ``probe(step, micro_index)`` runs after each backward pass.
+    """
     forward = ddp or model
-    for batch in batches:
+    for step, batch in enumerate(batches):
         for i, chunk in enumerate(batch.chunk(micro)):
             sync = ddp is None or i == micro - 1
             context = ddp.no_sync() if not sync else _nullcontext()
@@ -38,6 +41,8 @@ def _losses_per_step(model, opt, sched, batches, micro, ddp=None):
                     logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1)
                 )
                 (loss / micro).backward()
+            if probe is not None:
+                probe(step, i)
         opt.step()
         sched.step()
         opt.zero_grad()
@@ -63,9 +68,19 @@ def _worker(rank: int, port: int, pro: bool, average: bool, out: str) -> None:
         model, opt, sched = build(pro, steps=STEPS)
         ddp = DistributedDataParallel(model)
         local = [b.chunk(WORLD)[rank] for b in make_batches(STEPS, batch=BATCH)]
+        same_grads = {}
+
+        def probe(step: int, micro_index: int) -> None:
+            # Are the block gradients (LoSiA-Pro's custom Function included) identical on both ranks right now?
+            if step == 0:
+                flat = torch.cat([t.block.grad.reshape(-1) for t in opt.targets])
+                gathered = [torch.empty_like(flat) for _ in range(WORLD)]
+                dist.all_gather(gathered, flat)
+                same_grads[micro_index] = torch.equal(gathered[0], gathered[1])
+
         error = None
         try:
-            _losses_per_step(model, opt, sched, local, MICRO, ddp=ddp)
+            _losses_per_step(model, opt, sched, local, MICRO, ddp=ddp, probe=probe)
         except RuntimeError as err:
             error = str(err)
         torch.save(
@@ -73,6 +88,7 @@ def _worker(rank: int, port: int, pro: bool, average: bool, out: str) -> None:
                 "weights": target_weights(model, opt),
                 "indices": [(t.out_idx.clone(), None if t.in_idx is None else t.in_idx.clone()) for t in opt.targets],
                 "error": error,
+                "same_grads": same_grads,
             },
             f"{out}.{rank}",
         )
@@ -98,6 +114,8 @@ def test_ddp_equals_one_process_on_the_global_batch(tmp_path, pro):
     ranks = [torch.load(f"{out}.{r}", weights_only=True) for r in range(WORLD)]
     weights, indices = _single_process(pro)
     assert all(r["error"] is None for r in ranks), ranks[0]["error"]
+    # Local (different) block gradients under no_sync, reduced (identical) after the last micro-batch.
+    assert ranks[0]["same_grads"] == {0: False, MICRO - 1: True}
     assert _same_indices(ranks[0]["indices"], ranks[1]["indices"])
     assert _same_indices(ranks[0]["indices"], indices), "the distributed run chose other subnets"
     for r in ranks:

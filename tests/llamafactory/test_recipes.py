@@ -18,9 +18,36 @@ def test_recipe_parses(path, tmp_path):
     config["output_dir"] = str(tmp_path / "out")  # parse only: nothing is written
     if config.get("bf16"):
         config["bf16"] = False  # these machines have no bf16-capable GPU; the rest is checked as written
-    *_, finetuning_args, _ = get_train_args(config)
+    # One process cannot parse a DeepSpeed run (LLaMA-Factory asks for FORCE_TORCHRUN): parse the rest, then run our
+    # checks on its DeepSpeed config (test_distributed_cli launches that config on 2 processes).
+    deepspeed = config.pop("deepspeed", None)
+    model_args, data_args, training_args, finetuning_args, _ = get_train_args(config)
     assert finetuning_args.finetuning_type == "losia"
     assert finetuning_args.losia_config is not None
+    if deepspeed:
+        from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+        from losia_factory.llamafactory.checks import check_train_args
+
+        root = Path(__file__).resolve().parents[2]
+        assert (root / deepspeed).is_file(), f"{deepspeed} is relative to the repository root"
+        training_args.deepspeed = str(root / deepspeed)
+        training_args.hf_deepspeed_config = HfTrainerDeepSpeedConfig(str(root / deepspeed))
+        check_train_args(model_args, data_args, training_args, finetuning_args)
+
+
+def test_multi_gpu_math_recipe_keeps_the_global_batch():
+    root = Path(__file__).resolve().parents[2] / "recipes"
+    one = yaml.safe_load((root / "losia_llama2_7b_math.yaml").read_text())
+    four = yaml.safe_load((root / "losia_llama2_7b_math_zero2.yaml").read_text())
+    distributed = {"per_device_train_batch_size", "deepspeed", "output_dir"}
+    assert {k: v for k, v in one.items() if k not in distributed} == {
+        k: v for k, v in four.items() if k not in distributed
+    }
+    gpus = 4  # NPROC_PER_NODE in the recipe's launch line
+    assert "NPROC_PER_NODE=4" in (root / "losia_llama2_7b_math_zero2.yaml").read_text()
+    global_batch = lambda c, n: c["per_device_train_batch_size"] * c["gradient_accumulation_steps"] * n  # noqa: E731
+    assert global_batch(four, gpus) == global_batch(one, 1) == 4
 
 
 def test_math_recipe_has_the_paper_settings():
