@@ -81,16 +81,24 @@ def test_train_tab_holds_every_losia_field_with_labels(engine):
         assert set(alert) == set(LANGS)
 
 
-def test_runner_builds_losia_arguments_the_parser_accepts(engine, tmp_path):
-    from llamafactory.hparams import get_train_args
-
-    data = values(
+def losia_values(engine, **settings):
+    """Train-tab values of a LoSiA run on a custom model, with ``settings`` on top."""
+    return values(
         engine,
         top__model_name="Custom",
         top__model_path="/models/tiny",
         top__finetuning_type="losia",
         train__dataset=["demo"],
         train__output_dir="run",
+        **settings,
+    )
+
+
+def test_runner_builds_losia_arguments_the_parser_accepts(engine, tmp_path):
+    from llamafactory.hparams import get_train_args
+
+    data = losia_values(
+        engine,
         train__compute_type="fp32",
         train__losia_time_slot=37,
         train__losia_rank_factor=0.25,
@@ -128,13 +136,8 @@ def test_runner_builds_losia_arguments_the_parser_accepts(engine, tmp_path):
 )
 def test_runner_explains_unsupported_settings(engine, setting, value, alert):
     """The alert replaces the run; stage 2 is not among them (see the ZeRO-2 test below)."""
-    data = values(
+    data = losia_values(
         engine,
-        top__model_name="Custom",
-        top__model_path="/models/tiny",
-        top__finetuning_type="losia",
-        train__dataset=["demo"],
-        train__output_dir="run",
         **{setting: value},
     )
     assert engine.runner._initialize(data, do_train=True, from_preview=True) == ALERTS[alert]["en"]
@@ -267,8 +270,14 @@ def test_browser_train_preview_start_chat_export(webui, assets, tmp_path):
         assert not page.get_by_label("DeepSpeed stage", exact=True).first.is_disabled()
         assert page.get_by_label("Enable offload", exact=True).first.is_disabled()
 
-        page.get_by_role("button", name="Preview command", exact=True).click()
-        page.wait_for_function("() => document.body.innerText.includes('--losia_time_slot')")
+        for attempt in range(3):  # a click that lands while Gradio is still busy with the previous event is dropped
+            page.get_by_role("button", name="Preview command", exact=True).click()
+            try:
+                page.wait_for_function("() => document.body.innerText.includes('--losia_time_slot')", timeout=15_000)
+                break
+            except playwright.TimeoutError:
+                if attempt == 2:
+                    raise AssertionError(page.inner_text("body")[-3000:]) from None
         preview = page.locator("code").all_inner_texts()[-1]
         assert "--finetuning_type losia" in preview and "--losia_time_slot 37" in preview, preview
 
@@ -322,13 +331,8 @@ def test_deepspeed_stage_2_gets_a_losia_safe_config(engine, tmp_path, monkeypatc
     from losia_factory.llamafactory.deepspeed_config import zero_config
 
     monkeypatch.chdir(tmp_path)  # the runner writes into LLaMA-Factory's cache folder, relative to the cwd
-    data = values(
+    data = losia_values(
         engine,
-        top__model_name="Custom",
-        top__model_path="/models/tiny",
-        top__finetuning_type="losia",
-        train__dataset=["demo"],
-        train__output_dir="run",
         train__ds_stage="2",
     )
     assert engine.runner._initialize(data, do_train=True, from_preview=True) == ""
