@@ -85,6 +85,11 @@ def _deepspeed_problems(training_args: Any) -> list[str]:
         return []
     problems = []
     stage = config.get_value("zero_optimization.stage", 0)
+    if stage == 0:
+        problems.append(
+            "DeepSpeed without ZeRO (stage 0) is not tested with finetuning_type: losia. Use ZeRO stage 1 or 2 "
+            "(recipes/deepspeed/ds_z2_config.json), or DDP: remove `deepspeed:` and launch with FORCE_TORCHRUN=1."
+        )
     if stage == 3:
         problems.append(
             "DeepSpeed ZeRO stage 3 partitions the backbone weights, which finetuning_type: losia writes the trained "

@@ -135,6 +135,7 @@ def _zero(**changes) -> dict:
     "changes,needle",
     [
         ({"zero_optimization.stage": 3}, "ZeRO stage 3 partitions the backbone weights"),
+        ({"zero_optimization.stage": 0}, "DeepSpeed without ZeRO"),
         ({"zero_optimization.offload_optimizer": {"device": "cpu"}}, "offload_optimizer is not supported"),
         ({"optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}, "defines an optimizer"),
         ({"scheduler": {"type": "WarmupLR"}}, "defines a scheduler"),

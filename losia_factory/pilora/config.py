@@ -1,0 +1,133 @@
+"""Configuration of a PiLoRA run (importance-aware ranks; the PiLoRA paper, sections 3.2-3.3 and Algorithm 1)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+PARTITIONS = ("consistent", "top_half", "cumulative")
+STAGE2_INITS = ("fresh", "carry")
+
+
+class PiloraConfigError(ValueError):
+    """A bad PiloraConfig value; ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass
+class PiloraConfig:
+    """Hyper-parameters of PiLoRA.
+
+    Args:
+        rank: Rank r of the stage-1 LoRA and of the dominant LoRA of stage 2 (paper Table 5: 32).
+        supplementary_rank: Rank r' of the supplementary LoRA on the other neurons, at least 1 (paper: 1 or 2).
+        alpha: LoRA alpha; both LoRAs use the scaling alpha / r (paper Table 5: 64).
+        dropout: Dropout on the adapters' input, in [0, 1) (paper: 0.05).
+        interval: K, in optimizer steps: stage 1 scores the neurons on every K-th step (Algorithm 1, line 7).
+        probe_steps: Length of stage 1 in optimizer steps; 0 means ``probe_ratio`` of the training steps.
+        probe_ratio: Length of stage 1 as a fraction of the training steps when ``probe_steps`` is 0, in (0, 1)
+            (the paper runs stage 1 for 1 of 3 epochs).
+        partition: How the hit counts become the dominant mask M: "consistent" (the neurons above the mean score in
+            more than half of the probes, the paper's default reading), "top_half" (the half of the neurons with the
+            most hits, the paper's ablation) or "cumulative" (the fewest neurons holding ``threshold`` of the
+            accumulated importance, the paper's Fig. 6).
+        threshold: Share of the accumulated importance the dominant neurons hold with ``partition="cumulative"``,
+            in (0, 1] (paper: saturates above 0.7).
+        init: Stage-2 start: "fresh" (new LoRAs on the pre-trained weight, as Algorithm 1 line 15 reads) or
+            "carry" (keep stage 1's update: the dominant LoRA takes its rows exactly, the supplementary LoRA the
+            best rank-r' approximation of the other rows).
+        target_modules: Names of the linear layers to adapt ("q_proj", ...; a name matches a module's last name
+            component) or "all" for every linear layer in the decoder layers.
+        seed: Seed of the LoRA initializations.
+    """
+
+    rank: int = field(default=32, metadata={"help": "Rank r of the stage-1 and dominant LoRAs (paper: 32)."})
+    supplementary_rank: int = field(
+        default=2, metadata={"help": "Rank r' >= 1 of the supplementary LoRA on the other neurons (paper: 1 or 2)."}
+    )
+    alpha: float = field(default=64.0, metadata={"help": "LoRA alpha; both LoRAs use scaling alpha / r (paper: 64)."})
+    dropout: float = field(default=0.05, metadata={"help": "Dropout on the adapters' input, in [0, 1)."})
+    interval: int = field(default=1, metadata={"help": "K: stage 1 scores the neurons every K optimizer steps."})
+    probe_steps: int = field(
+        default=0, metadata={"help": "Stage-1 length in optimizer steps; 0 uses probe_ratio of the training steps."}
+    )
+    probe_ratio: float = field(
+        default=1 / 3,
+        metadata={"help": "Stage-1 length as a fraction of the training steps when probe_steps is 0 (paper: 1/3)."},
+    )
+    partition: Literal["consistent", "top_half", "cumulative"] = field(
+        default="consistent",
+        metadata={
+            "help": "Dominant neurons: 'consistent' (above the mean in more than half of the probes), 'top_half' or "
+            "'cumulative' (fewest neurons holding `threshold` of the importance)."
+        },
+    )
+    threshold: float = field(
+        default=0.7, metadata={"help": "Importance share of the dominant neurons with partition 'cumulative'."}
+    )
+    init: Literal["fresh", "carry"] = field(
+        default="fresh",
+        metadata={"help": "Stage-2 start: 'fresh' LoRAs on W0 (Algorithm 1) or 'carry' stage 1's update."},
+    )
+    target_modules: tuple[str, ...] | str = field(
+        default=("q_proj", "k_proj", "v_proj", "up_proj", "down_proj"),
+        metadata={"help": "Linear layers to adapt (last name component) or 'all'. Paper: Q, K, V, Up, Down."},
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of the LoRA initializations."})
+
+    def __post_init__(self) -> None:
+        def bad(name: str, message: str) -> None:
+            raise PiloraConfigError(name, f"{name} {message}")
+
+        if not isinstance(self.rank, int) or self.rank < 1:
+            bad("rank", f"must be an integer >= 1, got {self.rank!r}.")
+        if not isinstance(self.supplementary_rank, int) or self.supplementary_rank < 1:
+            bad("supplementary_rank", f"must be an integer >= 1, got {self.supplementary_rank!r}.")
+        if self.supplementary_rank > self.rank:
+            bad(
+                "supplementary_rank",
+                f"({self.supplementary_rank}) must not exceed rank ({self.rank}): it is the low-capacity adapter.",
+            )
+        if not self.alpha > 0:
+            bad("alpha", f"must be > 0, got {self.alpha!r}.")
+        if not 0 <= self.dropout < 1:
+            bad("dropout", f"must be in [0, 1), got {self.dropout!r}.")
+        if not isinstance(self.interval, int) or self.interval < 1:
+            bad("interval", f"must be an integer >= 1, got {self.interval!r}.")
+        if not isinstance(self.probe_steps, int) or self.probe_steps < 0:
+            bad("probe_steps", f"must be an integer >= 0 (0: use probe_ratio), got {self.probe_steps!r}.")
+        if not 0 < self.probe_ratio < 1:
+            bad("probe_ratio", f"must be in (0, 1), got {self.probe_ratio!r}.")
+        if self.partition not in PARTITIONS:
+            bad("partition", f"must be one of {', '.join(PARTITIONS)}, got {self.partition!r}.")
+        if not 0 < self.threshold <= 1:
+            bad("threshold", f"must be in (0, 1], got {self.threshold!r}.")
+        if self.init not in STAGE2_INITS:
+            bad("init", f"must be one of {', '.join(STAGE2_INITS)}, got {self.init!r}.")
+        if isinstance(self.target_modules, str):
+            names = [n.strip() for n in self.target_modules.split(",") if n.strip()]
+            self.target_modules = "all" if names == ["all"] else tuple(names)
+        else:
+            self.target_modules = tuple(self.target_modules)
+        if not self.target_modules:
+            bad("target_modules", "must name at least one linear layer, or be 'all'.")
+
+    @property
+    def scaling(self) -> float:
+        """The scaling alpha / r of both LoRAs (the supplementary one too: every rank direction counts alike)."""
+        return self.alpha / self.rank
+
+    def probe_length(self, num_training_steps: int) -> int:
+        """Stage-1 length in optimizer steps for a run of ``num_training_steps`` (at least 1 step)."""
+        if self.probe_steps:
+            return self.probe_steps
+        return max(1, round(self.probe_ratio * num_training_steps))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if isinstance(self.target_modules, tuple):
+            data["target_modules"] = list(self.target_modules)
+        return data
