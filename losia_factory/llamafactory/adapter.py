@@ -53,3 +53,32 @@ def _log_summary(attachment) -> None:
         f"{len(targets)} target layers, e.g. {first.name} block {tuple(first.block.shape)} | subnet params "
         f"{blocks:,}, extra params {extra:,}"
     )
+
+
+def setup_pilora(model: nn.Module, model_args: Any, finetuning_args: Any, is_trainable: bool) -> nn.Module:
+    """Wrap the target linear layers with stage-1 PiLoRA for training.
+
+    A PiLoRA run saves a standard LoRA adapter: chat, export and evaluation load it with ``finetuning_type: lora``
+    and ``adapter_name_or_path``; loading with ``finetuning_type: pilora`` is refused with that advice.
+    """
+    from ..pilora import PiloraConfigError, attach_pilora
+    from .pilora_arguments import pilora_argument_error
+
+    if not is_trainable:
+        raise ValueError(
+            "A PiLoRA output is a standard LoRA adapter: load it with finetuning_type: lora and "
+            "adapter_name_or_path: <the training output_dir>."
+        )
+    try:
+        attachment = attach_pilora(model, finetuning_args.pilora_config)
+    except PiloraConfigError as err:
+        raise ValueError(pilora_argument_error(err)) from None
+    config = attachment.config
+    lora_params = attachment.num_trainable()
+    logger.info_rank0(
+        f"Fine-tuning method: PiLoRA | r={config.rank}, r'={config.supplementary_rank}, alpha={config.alpha}, "
+        f"K={config.interval}, partition={config.partition}, init={config.init} | {len(attachment.layers)} target "
+        f"layers ({', '.join(sorted({n.rsplit('.', 1)[-1] for n in attachment.layers}))}) | stage-1 LoRA params "
+        f"{lora_params:,}"
+    )
+    return model

@@ -31,8 +31,63 @@ def check_stage(finetuning_args: Any) -> None:
         )
 
 
+def check_pilora_stage(finetuning_args: Any) -> None:
+    """Refuse training stages PiLoRA has not been tested with (checked while the fine-tuning arguments are built)."""
+    from .pilora_arguments import SUPPORTED_STAGES as PILORA_STAGES
+
+    if finetuning_args.stage not in PILORA_STAGES:
+        raise ValueError(
+            f"stage: {finetuning_args.stage} is not supported with finetuning_type: pilora. Use one of "
+            f"{', '.join(PILORA_STAGES)}."
+        )
+
+
+def check_pilora_train_args(model_args: Any, training_args: Any, finetuning_args: Any) -> None:
+    """Raise ``ValueError`` for every setting ``finetuning_type: pilora`` does not support, naming it and the fix."""
+    problems = []
+    world_size = int(getattr(training_args, "world_size", 1) or 1)
+    if world_size > 1 or training_args.deepspeed or getattr(training_args, "fsdp", None):
+        problems.append(
+            "finetuning_type: pilora runs on one process: it replaces its trainable parameters when stage 2 starts, "
+            "which DDP, DeepSpeed and FSDP fix when they wrap the model. Launch one process without `deepspeed:` / "
+            "`fsdp:` (CUDA_VISIBLE_DEVICES=0)."
+        )
+    if training_args.resume_from_checkpoint:
+        problems.append(
+            f"resume_from_checkpoint ({training_args.resume_from_checkpoint}) is not supported with finetuning_type: "
+            "pilora yet. Start a new run (overwrite_output_dir: true, or another output_dir)."
+        )
+    if model_args.quantization_bit is not None:
+        problems.append(
+            f"quantization_bit: {model_args.quantization_bit} is not supported with finetuning_type: pilora."
+        )
+    if getattr(model_args, "use_unsloth", False):
+        problems.append("use_unsloth is not supported with finetuning_type: pilora. Remove use_unsloth.")
+    if model_args.adapter_name_or_path:
+        problems.append(
+            "adapter_name_or_path cannot be trained further with finetuning_type: pilora. Load a PiLoRA adapter "
+            "with finetuning_type: lora (it is a standard LoRA adapter)."
+        )
+    for flag, name in OPTIMIZER_FLAGS.items():
+        if getattr(finetuning_args, flag, False):
+            problems.append(f"{flag}: {name} cannot be combined with finetuning_type: pilora.")
+    optim = getattr(training_args.optim, "value", training_args.optim)
+    if not optim.startswith("adamw_torch"):
+        problems.append(
+            f"optim: {optim} is not tested with finetuning_type: pilora (its parameters change at stage 2). Use "
+            "adamw_torch."
+        )
+    if problems:
+        raise ValueError("Unsupported settings for finetuning_type: pilora:\n  - " + "\n  - ".join(problems))
+
+
 def check_train_args(model_args: Any, data_args: Any, training_args: Any, finetuning_args: Any) -> None:
     """Raise ``ValueError`` for every setting ``finetuning_type: losia`` does not support, naming it and the fix."""
+    from .pilora_arguments import PILORA_METHOD
+
+    if finetuning_args.finetuning_type == PILORA_METHOD:
+        check_pilora_train_args(model_args, training_args, finetuning_args)
+        return
     if finetuning_args.finetuning_type != METHOD:
         return
     problems = []

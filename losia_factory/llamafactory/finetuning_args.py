@@ -1,4 +1,4 @@
-"""LLaMA-Factory's FinetuningArguments extended with ``finetuning_type: losia`` and the ``losia_*`` fields."""
+"""LLaMA-Factory's FinetuningArguments extended with ``finetuning_type: losia`` / ``pilora`` and their fields."""
 
 from __future__ import annotations
 
@@ -6,25 +6,37 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from .arguments import METHOD, LosiaArguments, build_losia_config
-from .checks import check_stage
+from .checks import check_pilora_stage, check_stage
+from .pilora_arguments import PILORA_METHOD, PiloraArguments, build_pilora_config
 
 BASE_METHODS = ("lora", "oft", "freeze", "full")
 
 
-def extend_finetuning_arguments(base: type) -> type:
-    """Subclass of LLaMA-Factory's ``FinetuningArguments`` that accepts ``losia``.
+def _changed_fields(args, mixin: type, optional_none: tuple[str, ...] = ()) -> list[str]:
+    """Names of ``mixin``'s fields that differ from their defaults (fields defaulting to None count when set)."""
+    return [f.name for f in fields(mixin) if getattr(args, f.name) != f.default and f.name not in optional_none] + [
+        name for name in optional_none if getattr(args, name)
+    ]
 
-    LLaMA-Factory's own ``__post_init__`` checks run with ``finetuning_type`` read as ``full`` (LoSiA saves a full
-    model and shares full fine-tuning's constraints); then the LoSiA fields are validated into
-    ``self.losia_config``. Setting a ``losia_*`` field with another method is an error, so a typo in
-    ``finetuning_type`` cannot silently train something else.
+
+def extend_finetuning_arguments(base: type) -> type:
+    """Subclass of LLaMA-Factory's ``FinetuningArguments`` that accepts ``losia`` and ``pilora``.
+
+    LLaMA-Factory's own ``__post_init__`` checks run with ``finetuning_type`` read as ``full`` for LoSiA (it saves a
+    full model and shares full fine-tuning's constraints) and as ``lora`` for PiLoRA (it saves a LoRA adapter); then
+    the method's fields are validated into ``self.losia_config`` / ``self.pilora_config``. Setting a ``losia_*`` or
+    ``pilora_*`` field with another method is an error, so a typo in ``finetuning_type`` cannot silently train
+    something else.
     """
 
     @dataclass
-    class FinetuningArguments(base, LosiaArguments):
-        finetuning_type: Literal["lora", "oft", "freeze", "full", "losia"] = field(
+    class FinetuningArguments(base, LosiaArguments, PiloraArguments):
+        finetuning_type: Literal["lora", "oft", "freeze", "full", "losia", "pilora"] = field(
             default="lora",
-            metadata={"help": "Which fine-tuning method to use (losia: LoSiA / LoSiA-Pro subnet training)."},
+            metadata={
+                "help": "Which fine-tuning method to use (losia: LoSiA / LoSiA-Pro subnet training; pilora: "
+                "importance-aware LoRA ranks)."
+            },
         )
 
         def __post_init__(self) -> None:
@@ -32,25 +44,24 @@ def extend_finetuning_arguments(base: type) -> type:
             if method == METHOD:
                 check_stage(self)
                 self.finetuning_type = "full"
+            elif method == PILORA_METHOD:
+                check_pilora_stage(self)
+                self.finetuning_type = "lora"
             try:
                 super().__post_init__()
             finally:
                 self.finetuning_type = method
-            if method == METHOD:
-                self.losia_config = build_losia_config(self)
-            else:
-                self.losia_config = None
-                changed = [
-                    f.name
-                    for f in fields(LosiaArguments)
-                    if getattr(self, f.name) != f.default and f.name != "losia_extra_modules"
-                ]
-                if self.losia_extra_modules:
-                    changed.append("losia_extra_modules")
+            self.losia_config = build_losia_config(self) if method == METHOD else None
+            self.pilora_config = build_pilora_config(self) if method == PILORA_METHOD else None
+            for own_method, mixin, optional in (
+                (METHOD, LosiaArguments, ("losia_extra_modules",)),
+                (PILORA_METHOD, PiloraArguments, ()),
+            ):
+                changed = [] if method == own_method else _changed_fields(self, mixin, optional)
                 if changed:
                     raise ValueError(
-                        f"{', '.join(changed)} only apply with `finetuning_type: losia` (got finetuning_type: "
-                        f"{method}). Set finetuning_type: losia or remove them."
+                        f"{', '.join(changed)} only apply with `finetuning_type: {own_method}` (got finetuning_type: "
+                        f"{method}). Set finetuning_type: {own_method} or remove them."
                     )
 
     FinetuningArguments.__module__ = base.__module__

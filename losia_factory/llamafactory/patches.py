@@ -1,13 +1,15 @@
 """The symbols of LLaMA-Factory (and one of transformers) that losia-factory replaces, and how.
 
 Each ``patch_*`` function receives a module right after it has been imported (see ``_losia_factory_hook``) and
-wraps one symbol; the wrapped behaviour only changes for ``finetuning_type: losia`` / a LoSiA optimizer. A missing
-symbol stops the program with the installed LLaMA-Factory version instead of training something else silently.
+wraps one symbol; the wrapped behaviour only changes for ``finetuning_type: losia`` / ``pilora`` (a LoSiA optimizer,
+a PiLoRA model). A missing symbol stops the program with the installed LLaMA-Factory version instead of training
+something else silently.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from importlib import metadata
 from types import ModuleType
 from typing import Any
@@ -20,17 +22,17 @@ PATCHED_SYMBOLS = (
     (
         "llamafactory.hparams.finetuning_args",
         "FinetuningArguments",
-        "subclass: accepts finetuning_type 'losia' and the losia_* fields, validated in __post_init__",
+        "subclass: accepts finetuning_type 'losia' / 'pilora' and their losia_* / pilora_* fields, validated",
     ),
     (
         "llamafactory.hparams.parser",
         "_parse_train_args",
-        "after parsing, refuses settings losia cannot combine with (ZeRO-3, FSDP, quantization, fp16...)",
+        "after parsing, refuses settings losia / pilora cannot combine with (ZeRO-3, FSDP, quantization...)",
     ),
     (
         "llamafactory.model.adapter",
         "init_adapter",
-        "losia: attaches the subnet blocks for training; loads a losia output as the full model it is",
+        "losia: attaches the subnet blocks for training; pilora: wraps the target linears with stage-1 LoRA",
     ),
     (
         "llamafactory.train.trainer_utils",
@@ -40,9 +42,18 @@ PATCHED_SYMBOLS = (
     (
         "transformers.trainer",
         "Trainer.create_scheduler",
-        "LosiaAdamW: builds the rewarming LosiaLRScheduler on the configured base curve and adds LosiaCallback",
+        "LosiaAdamW: builds the rewarming LosiaLRScheduler and adds LosiaCallback; PiLoRA: adds PiloraCallback",
     ),
-    ("llamafactory.extras.constants", "METHODS", "'losia' appended (the web UI's fine-tuning method choices)"),
+    (
+        "transformers.trainer",
+        "Trainer._save",
+        "PiLoRA model: saves the standard LoRA adapter (rank r + r') with its masks instead of full weights",
+    ),
+    (
+        "llamafactory.extras.constants",
+        "METHODS",
+        "'losia' and 'pilora' appended (the web UI's fine-tuning method choices)",
+    ),
     ("llamafactory.webui.locales", "LOCALES", "labels of the LoSiA fields and alerts in en, ru, zh, ko, ja"),
     ("llamafactory.webui.components.train", "create_train_tab", "adds the LoSiA accordion to the Train tab"),
     (
@@ -116,9 +127,10 @@ def patch_parser(module: ModuleType) -> None:
 
 
 def patch_adapter(module: ModuleType) -> None:
-    """Route ``finetuning_type: losia`` in ``init_adapter`` to :func:`setup_losia`."""
-    from .adapter import setup_losia
+    """Route ``finetuning_type: losia`` / ``pilora`` in ``init_adapter`` to ``setup_losia`` / ``setup_pilora``."""
+    from .adapter import setup_losia, setup_pilora
     from .arguments import METHOD
+    from .pilora_arguments import PILORA_METHOD
 
     original = _require(module, "init_adapter")
     if not _once(module, "init_adapter"):
@@ -128,6 +140,8 @@ def patch_adapter(module: ModuleType) -> None:
     def init_adapter(config, model, model_args, finetuning_args, is_trainable):
         if finetuning_args.finetuning_type == METHOD:
             return setup_losia(model, model_args, finetuning_args, is_trainable)
+        if finetuning_args.finetuning_type == PILORA_METHOD:
+            return setup_pilora(model, model_args, finetuning_args, is_trainable)
         return original(config, model, model_args, finetuning_args, is_trainable)
 
     module.init_adapter = init_adapter
@@ -161,14 +175,20 @@ def _patch_trainer_create_scheduler() -> None:
     import transformers.trainer
 
     from ..hf import LosiaCallback, build_losia_scheduler, unwrap_optimizer
+    from ..hf.pilora_callback import PiloraCallback, find_attachment
 
     trainer_cls = _require(transformers.trainer, "Trainer")
     original = _require(transformers.trainer, "Trainer.create_scheduler")
+    original_save = _require(transformers.trainer, "Trainer._save")
     if not _once(transformers.trainer, "Trainer.create_scheduler"):
         return
 
     @functools.wraps(original)
     def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if find_attachment(self.model) is not None and not any(
+            isinstance(cb, PiloraCallback) for cb in self.callback_handler.callbacks
+        ):
+            self.callback_handler.callbacks.insert(0, PiloraCallback())
         losia_optimizer = unwrap_optimizer(self.optimizer if optimizer is None else optimizer)
         if self.lr_scheduler is None and losia_optimizer is not None:
             self.lr_scheduler = build_losia_scheduler(self.args, losia_optimizer, num_training_steps)
@@ -179,16 +199,36 @@ def _patch_trainer_create_scheduler() -> None:
             return self.lr_scheduler
         return original(self, num_training_steps, optimizer)
 
+    @functools.wraps(original_save)
+    def _save(self, output_dir=None, state_dict=None):
+        attachment = find_attachment(self.model)
+        if attachment is None:
+            return original_save(self, output_dir, state_dict)
+        # A PiLoRA model is saved as the standard LoRA adapter it is equivalent to, not as wrapped full weights.
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        base = getattr(getattr(self.model, "config", None), "_name_or_path", None)
+        attachment.save_adapter(output_dir, base_model_name_or_path=base)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        import torch
+
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+        return None
+
     trainer_cls.create_scheduler = create_scheduler
+    trainer_cls._save = _save
 
 
 def patch_constants(module: ModuleType) -> None:
-    """Offer ``losia`` among LLaMA-Factory's fine-tuning methods (the web UI's dropdown reads ``METHODS``)."""
+    """Offer ``losia`` and ``pilora`` among LLaMA-Factory's methods (the web UI's dropdown reads ``METHODS``)."""
     from .arguments import METHOD
+    from .pilora_arguments import PILORA_METHOD
 
     methods = _require(module, "METHODS")
-    if METHOD not in methods:
-        methods.append(METHOD)
+    for method in (METHOD, PILORA_METHOD):
+        if method not in methods:
+            methods.append(method)
 
 
 def patch_webui_locales(module: ModuleType) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 
 import pytest
 import torch
@@ -260,3 +261,66 @@ def test_argument_reference_is_up_to_date():
     root = Path(__file__).resolve().parents[2]
     assert (root / "docs" / "arguments.md").read_text() == arguments_markdown(), "run: make docs"
     assert arguments_table() in (root / "README.md").read_text(), "run: make docs"
+
+
+# -- finetuning_type: pilora ---------------------------------------------------------------------------------------
+
+
+def pilora_parse(assets, tmp_path, **overrides):
+    from llamafactory.hparams import get_train_args
+
+    config = {k: v for k, v in train_config(assets, tmp_path / "out").items() if not k.startswith("losia_")}
+    config.update(finetuning_type="pilora", **overrides)
+    return get_train_args(config)
+
+
+def test_pilora_arguments_build_the_config(assets, tmp_path):
+    *_, finetuning_args, _ = pilora_parse(
+        assets,
+        tmp_path,
+        pilora_rank=16,
+        pilora_supplementary_rank=1,
+        pilora_partition="cumulative",
+        pilora_target="all",
+    )
+    config = finetuning_args.pilora_config
+    assert (config.rank, config.supplementary_rank, config.partition, config.target_modules) == (
+        16,
+        1,
+        "cumulative",
+        "all",
+    )
+    assert finetuning_args.losia_config is None and finetuning_args.finetuning_type == "pilora"
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (dict(pilora_rank=0), "Invalid pilora_rank: pilora_rank must be an integer >= 1"),
+        (dict(pilora_supplementary_rank=64), "Invalid pilora_supplementary_rank: pilora_supplementary_rank (64) must"),
+        (dict(pilora_partition="median"), "pilora_partition"),
+        (dict(pilora_threshold=1.5), "Invalid pilora_threshold"),
+        (dict(losia_rank_factor=0.5), "losia_rank_factor only apply with `finetuning_type: losia`"),
+        (dict(stage="dpo", dataset="demo_pairs"), "stage: dpo is not supported with finetuning_type: pilora"),
+        (dict(resume_from_checkpoint="x"), "resume_from_checkpoint (x) is not supported"),
+        (dict(optim="adafactor"), "optim: adafactor is not tested with finetuning_type: pilora"),
+        (dict(quantization_bit=4), "quantization_bit: 4 is not supported with finetuning_type: pilora"),
+    ],
+)
+def test_pilora_bad_settings_are_refused(assets, tmp_path, overrides, needle):
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        pilora_parse(assets, tmp_path, **overrides)
+
+
+def test_pilora_fields_need_finetuning_type_pilora(assets, tmp_path):
+    with pytest.raises(ValueError, match=r"pilora_rank only apply with `finetuning_type: pilora`"):
+        parse(assets, tmp_path, pilora_rank=8)
+
+
+def test_pilora_refuses_deepspeed(assets, tmp_path, monkeypatch):
+    from losia_factory.llamafactory.checks import check_train_args
+
+    model_args, data_args, training_args, finetuning_args, _ = pilora_parse(assets, tmp_path)
+    monkeypatch.setattr(training_args, "deepspeed", "ds_z2.json")
+    with pytest.raises(ValueError, match="finetuning_type: pilora runs on one process"):
+        check_train_args(model_args, data_args, training_args, finetuning_args)
