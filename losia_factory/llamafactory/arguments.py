@@ -163,27 +163,37 @@ def argument_error(err: LosiaConfigError) -> str:
     return f"Invalid {CONFIG_TO_ARGUMENT.get(err.field, err.field)}: {err}"
 
 
-def arguments_table() -> str:
-    """The markdown table of the ``losia_*`` arguments, generated from :class:`LosiaArguments`."""
+def arguments_table(mixin: type | None = None) -> str:
+    """The markdown table of an argument dataclass (default :class:`LosiaArguments`), generated from its fields."""
+    mixin = mixin or LosiaArguments
     lines = ["| Argument | Type | Default | Meaning |", "|---|---|---|---|"]
-    hints = get_type_hints(LosiaArguments)
-    for f in fields(LosiaArguments):
+    hints = get_type_hints(mixin)
+    for f in fields(mixin):
         help_text = f.metadata["help"].replace("|", "\\|")
         lines.append(f"| `{f.name}` | {_type_name(hints[f.name])} | `{f.default}` | {help_text} |")
     return "\n".join(lines) + "\n"
 
 
 def arguments_markdown() -> str:
-    """docs/arguments.md."""
+    """docs/arguments.md: the ``losia_*`` and the ``pilora_*`` arguments."""
+    from .pilora_arguments import PiloraArguments
+
     header = [
         "# `losia_*` arguments",
         "",
         "Set `finetuning_type: losia` and any of these in a LLaMA-Factory YAML (or `--name value` on the command "
         "line).",
-        "Generated from `losia_factory/llamafactory/arguments.py` by `make docs`.",
+        "Generated from `losia_factory/llamafactory/arguments.py` and `pilora_arguments.py` by `make docs`.",
         "",
     ]
-    return "\n".join(header) + "\n" + arguments_table()
+    pilora = [
+        "",
+        "# `pilora_*` arguments",
+        "",
+        "Set `finetuning_type: pilora` and any of these (see [pilora.md](pilora.md)).",
+        "",
+    ]
+    return "\n".join(header) + "\n" + arguments_table() + "\n".join(pilora) + "\n" + arguments_table(PiloraArguments)
 
 
 def _type_name(hint: Any) -> str:

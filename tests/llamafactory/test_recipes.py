@@ -22,8 +22,11 @@ def test_recipe_parses(path, tmp_path):
     # checks on its DeepSpeed config (test_distributed_cli launches that config on 2 processes).
     deepspeed = config.pop("deepspeed", None)
     model_args, data_args, training_args, finetuning_args, _ = get_train_args(config)
-    assert finetuning_args.finetuning_type == "losia"
-    assert finetuning_args.losia_config is not None
+    assert finetuning_args.finetuning_type in ("losia", "pilora")
+    config = (
+        finetuning_args.losia_config if finetuning_args.finetuning_type == "losia" else finetuning_args.pilora_config
+    )
+    assert config is not None
     if deepspeed:
         from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
@@ -67,5 +70,25 @@ def test_math_recipe_has_the_paper_settings():
         "max_samples": 50000,
         "losia_ema_beta1": 0.85,
         "losia_ema_beta2": 0.85,
+    }
+    assert {k: config[k] for k in paper} == paper
+
+
+@pytest.mark.parametrize(
+    ("name", "lr"), [("pilora_llama2_7b_commonsense.yaml", 2e-4), ("pilora_llama3_8b_commonsense.yaml", 1e-4)]
+)
+def test_pilora_recipes_have_the_paper_settings(name, lr):
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "recipes" / name).read_text())
+    paper = {  # PiLoRA paper, Table 5
+        "pilora_rank": 32,
+        "pilora_supplementary_rank": 2,
+        "pilora_alpha": 64,
+        "pilora_dropout": 0.05,
+        "learning_rate": lr,
+        "lr_scheduler_type": "linear",
+        "per_device_train_batch_size": 16,
+        "warmup_steps": 100,
+        "num_train_epochs": 3.0,
+        "pilora_target": "q_proj,k_proj,v_proj,up_proj,down_proj",
     }
     assert {k: config[k] for k in paper} == paper
