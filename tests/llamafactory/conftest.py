@@ -103,3 +103,16 @@ def assert_ok(result: subprocess.CompletedProcess) -> None:
         raise AssertionError(
             f"llamafactory-cli failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
         )
+
+
+# A rare abort while the interpreter shuts down after `llamafactory-cli chat` has answered and read `exit` (a C++
+# thread still joinable at exit; seen once in ~10 runs under CPU load, in stock LLaMA-Factory code paths).
+SHUTDOWN_ABORT = "terminate called without an active exception"
+
+
+def assert_chat_ok(result: subprocess.CompletedProcess) -> None:
+    """Like :func:`assert_ok` for ``chat``; tolerates only the shutdown abort, after a complete answer."""
+    answered = "Assistant:" in result.stdout and result.stdout.rstrip().endswith("User:")
+    if result.returncode == -6 and answered and result.stderr.rstrip().endswith(SHUTDOWN_ABORT):
+        return
+    assert_ok(result)

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from losia_factory.core import subnet_size
-from tests.llamafactory.conftest import assert_ok, run_cli, train_config
+from tests.llamafactory.conftest import assert_chat_ok, assert_ok, run_cli, train_config
 from tests.toy_models import LLAMA_PROJECTIONS
 
 pytestmark = pytest.mark.slow
@@ -171,7 +171,7 @@ def test_export_and_chat(runs):
         stdin="What is 2 plus 3?\nexit\n",
         timeout=300,
     )
-    assert_ok(result)
+    assert_chat_ok(result)
     assert "Assistant:" in result.stdout
 
 

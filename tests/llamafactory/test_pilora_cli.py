@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.llamafactory.conftest import assert_ok, run_cli, train_config
+from tests.llamafactory.conftest import assert_chat_ok, assert_ok, run_cli, train_config
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +112,7 @@ def test_chat_loads_the_adapter_as_lora(run, assets):
         stdin="What is 2 plus 3?\nexit\n",
         timeout=300,
     )
-    assert_ok(result)
+    assert_chat_ok(result)
     assert "Assistant:" in result.stdout
 
 
