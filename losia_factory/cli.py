@@ -15,6 +15,18 @@ def _demo_assets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pilora_plot(args: argparse.Namespace) -> int:
+    import os
+
+    from .pilora.plot import plot_partition, summary_markdown
+
+    out = args.out or os.path.join(args.folder, "pilora_partition.png")
+    rows = plot_partition(args.folder, out, max_layers=args.max_layers)
+    print(summary_markdown(rows), end="")
+    print(f"figure: {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``losia-factory`` console script."""
     parser = argparse.ArgumentParser(prog="losia-factory", description=__doc__)
@@ -24,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--hidden-size", type=int, default=128)
     demo.add_argument("--num-layers", type=int, default=4)
     demo.set_defaults(func=_demo_assets)
+    plot = commands.add_parser("pilora-plot", help="hit counts and partition of a PiLoRA run, per layer (PNG + table)")
+    plot.add_argument("folder", help="output folder of a finetuning_type: pilora run")
+    plot.add_argument("--out", default=None, help="PNG path (default: FOLDER/pilora_partition.png)")
+    plot.add_argument("--max-layers", type=int, default=None, help="plot only the first N layers")
+    plot.set_defaults(func=_pilora_plot)
     commands.add_parser("benchmark", help="training cost of LoSiA vs LoRA, DoRA, GaLore, full, floor", add_help=False)
     commands.add_parser("estimate", help="trainable parameters and memory from a model config", add_help=False)
     argv = sys.argv[1:] if argv is None else argv
