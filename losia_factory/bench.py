@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-METHODS = ("floor", "losia_pro", "losia", "lora", "dora", "lora_r64", "dora_r64", "galore", "full")
+METHODS = ("floor", "losia_pro", "losia", "lora", "dora", "pilora", "lora_r64", "dora_r64", "galore", "full")
 
 
 @dataclass
@@ -155,6 +155,8 @@ class Runner:
             params = [p for p in model.parameters() if p.requires_grad]
             self.optimizer = torch.optim.AdamW(params, lr=1e-4)
             self.watch = [n for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n][:4]
+        elif method == "pilora":
+            self._setup_pilora()
         elif method == "galore":
             self._setup_galore()
         elif method == "full":
@@ -164,6 +166,37 @@ class Runner:
             raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
         # Fingerprints, not copies: a copy of the watched weights would add to this method's peak memory.
         self.initial = {n: _fingerprint(p) for n, p in self.model.named_parameters() if n in self.watch}
+
+    def _setup_pilora(self) -> None:
+        """PiLoRA in stage 2, where a run spends most of its steps.
+
+        LoRA's rank (alpha 2r, all decoder linears) on the dominant half of each layer's output neurons (the paper's
+        top-half rule), r' = 2 on the rest. Two stage-1 steps on their own batches score the neurons first.
+        """
+        import torch
+
+        from .pilora import PiloraConfig, attach_pilora
+
+        spec, model = self.spec, self.model
+        rank = spec.lora_rank
+        config = PiloraConfig(
+            rank=rank,
+            supplementary_rank=min(2, rank),
+            alpha=2 * rank,
+            dropout=0.0,
+            partition="top_half",
+            target_modules="all",
+        )
+        pilora = attach_pilora(model, config)
+        optimizer = torch.optim.AdamW(pilora.trainable_parameters(), lr=1e-4)
+        for step, batch in enumerate(batches(spec, 2)):
+            model(input_ids=batch, labels=batch).loss.backward()
+            pilora.observe(step)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        pilora.enter_stage2()
+        self.optimizer = torch.optim.AdamW(pilora.trainable_parameters(), lr=1e-4)
+        self.watch = [n for n, p in model.named_parameters() if p.requires_grad and n.endswith("dominant_A")][:4]
 
     def _setup_galore(self) -> None:
         """Layer-wise GaLore (optimizer step inside backward), rank hidden/8, the output layer trained fully."""

@@ -65,6 +65,9 @@ def test_every_method_trained(report):
     )
     assert methods["losia_pro"]["trainable_params"] == 2 * layer + subnet_size(256, 0.125) * 64
     assert methods["lora"]["trainable_params"] == 2 * (4 * (64 + 64) + 3 * (64 + 128))  # r = hidden / 64 = 1
+    # PiLoRA in stage 2 at r = r' = 1 (top half dominant): A_d and A_s (1 x in each) and B_d, B_s (out rows in all).
+    shapes = [(64, 64)] * 4 + [(128, 64), (128, 64), (64, 128)]
+    assert methods["pilora"]["trainable_params"] == 2 * sum(2 * i + o for o, i in shapes)
     overheads = methods["losia_pro"]["losia"]
     assert 0 <= overheads["overhead_fraction"] < 10 and overheads["reselect_ms_decoder_layer"] > 0
 
