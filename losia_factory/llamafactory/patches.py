@@ -54,17 +54,21 @@ PATCHED_SYMBOLS = (
         "METHODS",
         "'losia' and 'pilora' appended (the web UI's fine-tuning method choices)",
     ),
-    ("llamafactory.webui.locales", "LOCALES", "labels of the LoSiA fields and alerts in en, ru, zh, ko, ja"),
-    ("llamafactory.webui.components.train", "create_train_tab", "adds the LoSiA accordion to the Train tab"),
+    ("llamafactory.webui.locales", "LOCALES", "labels of the LoSiA / PiLoRA fields and alerts in en, ru, zh, ko, ja"),
+    (
+        "llamafactory.webui.components.train",
+        "create_train_tab",
+        "adds the LoSiA and PiLoRA accordions to the Train tab",
+    ),
     (
         "llamafactory.webui.runner",
         "Runner._parse_train_args",
-        "losia: adds the losia_* values of the Train tab; DeepSpeed stage 2 gets a LoSiA-safe ZeRO config",
+        "adds the losia_* / pilora_* values of the Train tab; DeepSpeed stage 2 gets a LoSiA-safe ZeRO config",
     ),
     (
         "llamafactory.webui.runner",
         "Runner._initialize",
-        "losia: explains settings it cannot run with (fp16, DeepSpeed stage 3, Unsloth, PPO)",
+        "losia / pilora: explains settings they cannot run with (fp16, DeepSpeed stage 3, several GPUs...)",
     ),
 )
 
@@ -234,9 +238,10 @@ def patch_constants(module: ModuleType) -> None:
 def patch_webui_locales(module: ModuleType) -> None:
     """Add the LoSiA labels (5 languages) and alerts to LLaMA Board's locale tables."""
     from .webui import ALERTS, LOCALES
+    from .webui_pilora import PILORA_ALERTS, PILORA_LOCALES
 
-    _require(module, "LOCALES").update(LOCALES)
-    _require(module, "ALERTS").update(ALERTS)
+    _require(module, "LOCALES").update({**LOCALES, **PILORA_LOCALES})
+    _require(module, "ALERTS").update({**ALERTS, **PILORA_ALERTS})
 
 
 def patch_webui_train(module: ModuleType) -> None:
@@ -251,7 +256,9 @@ def patch_webui_train(module: ModuleType) -> None:
 def patch_webui_runner(module: ModuleType) -> None:
     """Pass the LoSiA fields to training runs and explain unsupported settings before a run starts."""
     from .arguments import METHOD
+    from .pilora_arguments import PILORA_METHOD
     from .webui import losia_train_args, losia_ui_error
+    from .webui_pilora import pilora_train_args, pilora_ui_error
 
     runner = _require(module, "Runner")
     parse = _require(module, "Runner._parse_train_args")
@@ -272,17 +279,23 @@ def patch_webui_runner(module: ModuleType) -> None:
                 from .deepspeed_config import write_zero_config
 
                 args["deepspeed"] = write_zero_config(DEFAULT_CACHE_DIR, int(get("train.ds_stage")))
+        elif args.get("finetuning_type") == PILORA_METHOD:
+            args.update(pilora_train_args(lambda elem_id: data[self.manager.get_elem_by_id(elem_id)]))
         return args
 
     @functools.wraps(initialize)
     def _initialize(self, data, do_train, from_preview):
         error = initialize(self, data, do_train, from_preview)
         get = lambda elem_id: data[self.manager.get_elem_by_id(elem_id)]  # noqa: E731
-        if error or not do_train or get("top.finetuning_type") != METHOD:
+        method = get("top.finetuning_type")
+        if error or not do_train or method not in (METHOD, PILORA_METHOD):
             return error
         from llamafactory.extras.constants import TRAINING_STAGES
+        from llamafactory.extras.misc import get_device_count
 
         stage = TRAINING_STAGES[get("train.training_stage")]
+        if method == PILORA_METHOD:
+            return pilora_ui_error(get, get("top.lang"), stage, get_device_count())
         return losia_ui_error(get, get("top.lang"), stage)
 
     runner._parse_train_args = _parse_train_args

@@ -1,4 +1,7 @@
-"""LoSiA in the LLaMA Board web UI: a method choice, an accordion of ``losia_*`` fields, checks and labels."""
+"""LoSiA in the LLaMA Board web UI: a method choice, an accordion of ``losia_*`` fields, checks and labels.
+
+The Train tab also gets PiLoRA's accordion (``webui_pilora``); one method switch shows the one that applies.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from dataclasses import fields
 from typing import Any
 
 from .arguments import METHOD, LosiaArguments
+from .pilora_arguments import PILORA_METHOD
+from .webui_pilora import PILORA_INPUT_NAMES, create_pilora_accordion
 
 LANGS = ("en", "ru", "zh", "ko", "ja")
 
@@ -272,7 +277,8 @@ def extend_train_tab(create_train_tab: Callable) -> Callable:
             elems = original_get_base_elems()
             if not created:
                 created.update(create_losia_accordion())
-                elems.update(created[name] for name in INPUT_NAMES)
+                created.update(create_pilora_accordion())
+                elems.update(created[name] for name in INPUT_NAMES + PILORA_INPUT_NAMES)
             return elems
 
         manager.get_base_elems = get_base_elems
@@ -290,18 +296,19 @@ def extend_train_tab(create_train_tab: Callable) -> Callable:
     return wrapped
 
 
-def _wire_method_switch(manager, losia: dict[str, Any], train: dict[str, Any]) -> None:
-    """Show the accordion for ``losia`` and turn off the setting it cannot combine with (DeepSpeed offload)."""
+def _wire_method_switch(manager, created: dict[str, Any], train: dict[str, Any]) -> None:
+    """Show the accordion of ``losia`` / ``pilora`` and turn off DeepSpeed offload, which neither supports."""
     import gradio as gr
 
     finetuning_type = manager.get_elem_by_id("top.finetuning_type")
 
     def on_method(method: str):
-        is_losia = method == METHOD
-        offload = gr.update(value=False, interactive=False) if is_losia else gr.update(interactive=True)
-        return gr.update(visible=is_losia), offload
+        ours = method in (METHOD, PILORA_METHOD)
+        offload = gr.update(value=False, interactive=False) if ours else gr.update(interactive=True)
+        return gr.update(visible=method == METHOD), gr.update(visible=method == PILORA_METHOD), offload
 
-    finetuning_type.change(on_method, [finetuning_type], [losia["losia_tab"], train["ds_offload"]], queue=False)
+    outputs = [created["losia_tab"], created["pilora_tab"], train["ds_offload"]]
+    finetuning_type.change(on_method, [finetuning_type], outputs, queue=False)
 
 
 def losia_train_args(get: Callable[[str], Any]) -> dict[str, Any]:

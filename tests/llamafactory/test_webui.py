@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from losia_factory.llamafactory.webui import ALERTS, INPUT_NAMES, LANGS, LOCALES
+from losia_factory.llamafactory.webui_pilora import PILORA_ALERTS, PILORA_INPUT_NAMES, PILORA_LOCALES
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -44,10 +45,10 @@ def values(engine, **overrides):
     return data
 
 
-def test_losia_is_a_method_choice():
+def test_losia_and_pilora_are_method_choices():
     from llamafactory.extras.constants import METHODS
 
-    assert "losia" in METHODS
+    assert "losia" in METHODS and "pilora" in METHODS
 
 
 def test_train_tab_holds_every_losia_field_with_labels(engine):
@@ -339,3 +340,129 @@ def test_deepspeed_stage_2_gets_a_losia_safe_config(engine, tmp_path, monkeypatc
     args = engine.runner._parse_train_args(data)
     assert args["deepspeed"].endswith("ds_z2_losia_config.json")
     assert json.loads((tmp_path / args["deepspeed"]).read_text()) == zero_config(2)
+
+
+# -- PiLoRA ---------------------------------------------------------------------------------------------------------
+
+
+def test_train_tab_holds_every_pilora_field_with_labels(engine):
+    for name in (*PILORA_INPUT_NAMES, "pilora_tab", "pilora_note"):
+        engine.manager.get_elem_by_id(f"train.{name}")
+        assert set(PILORA_LOCALES[name]) == set(LANGS), name
+    assert set(PILORA_LOCALES) == {*PILORA_INPUT_NAMES, "pilora_tab", "pilora_note"}
+    for lang in LANGS:
+        updates = engine.change_lang(lang)
+        assert (
+            updates[engine.manager.get_elem_by_id("train.pilora_rank")].label
+            == PILORA_LOCALES["pilora_rank"][lang]["label"]
+        )
+    for alert in PILORA_ALERTS.values():
+        assert set(alert) == set(LANGS)
+
+
+def test_runner_builds_pilora_arguments_the_parser_accepts(engine, tmp_path):
+    from llamafactory.hparams import get_train_args
+
+    data = values(
+        engine,
+        top__model_name="Custom",
+        top__model_path="/models/tiny",
+        top__finetuning_type="pilora",
+        train__dataset=["demo"],
+        train__output_dir="run",
+        train__compute_type="fp32",
+        train__pilora_rank=16,
+        train__pilora_supplementary_rank=1,
+        train__pilora_partition="top_half",
+        train__pilora_probe_steps=20,
+    )
+    assert engine.runner._initialize(data, do_train=True, from_preview=True) == ""
+    args = engine.runner._parse_train_args(data)
+    assert (args["pilora_rank"], args["pilora_supplementary_rank"], args["pilora_probe_steps"]) == (16, 1, 20)
+    assert not any(k.startswith("losia_") for k in args)
+    args.update(output_dir=str(tmp_path / "out"), report_to="none")
+    *_, finetuning_args, _ = get_train_args(args)
+    config = finetuning_args.pilora_config
+    assert (config.rank, config.supplementary_rank, config.partition, config.probe_steps) == (16, 1, "top_half", 20)
+
+
+@pytest.mark.parametrize(
+    "setting,value,alert",
+    [
+        ("train__ds_stage", "2", "err_pilora_deepspeed"),
+        ("top__quantization_bit", "4", "err_pilora_quantization"),
+        ("top__booster", "unsloth", "err_pilora_unsloth"),
+        ("train__training_stage", "DPO", "err_pilora_stage"),
+    ],
+)
+def test_runner_explains_what_pilora_cannot_run(engine, setting, value, alert):
+    data = values(
+        engine,
+        top__model_name="Custom",
+        top__model_path="/models/tiny",
+        top__finetuning_type="pilora",
+        train__dataset=["demo"],
+        train__output_dir="run",
+        **{setting: value},
+    )
+    assert engine.runner._initialize(data, do_train=True, from_preview=True) == PILORA_ALERTS[alert]["en"]
+
+
+def test_several_devices_are_explained_for_pilora(engine, monkeypatch):
+    import llamafactory.extras.misc
+
+    monkeypatch.setattr(llamafactory.extras.misc, "get_device_count", lambda: 2)
+    data = values(
+        engine,
+        top__model_name="Custom",
+        top__model_path="/models/tiny",
+        top__finetuning_type="pilora",
+        train__dataset=["demo"],
+        train__output_dir="run",
+    )
+    assert (
+        engine.runner._initialize(data, do_train=True, from_preview=True) == PILORA_ALERTS["err_pilora_devices"]["en"]
+    )
+
+
+@pytest.mark.slow
+def test_browser_pilora_accordion_and_preview(webui, assets, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.set_default_timeout(30_000)
+        page.goto(webui["url"], timeout=60_000)
+        model_name = page.get_by_label("Model name", exact=True)
+        model_name.click()
+        model_name.fill("Custom")
+        page.get_by_role("option", name="Custom", exact=True).click()
+        page.get_by_label("Model path").first.fill(str(assets["model"]))
+        _pick(page, "Finetuning method", "pilora")
+        page.locator("#pilora_tab").wait_for(state="visible")
+        assert not page.locator("#losia_tab").is_visible()
+        _pick(page, "Chat template", "chatml")
+        page.get_by_label("Dataset", exact=True).first.click()
+        page.get_by_role("option", name="demo_arithmetic", exact=True).click()
+        page.keyboard.press("Escape")
+        _pick(page, "Compute type", "fp32")
+        rank = page.locator("#pilora_rank input[type=number]")
+        rank.fill("16")
+        rank.press("Enter")
+        page.add_style_tag(content="[class*='toast'] { display: none !important; }")
+        page.locator("#pilora_tab").screenshot(path=str(tmp_path / "webui_pilora.png"))
+        if os.environ.get("LOSIA_UPDATE_DOCS") == "1":
+            shutil.copyfile(tmp_path / "webui_pilora.png", ROOT / "docs" / "images" / "webui_pilora.png")
+        assert page.get_by_label("Enable offload", exact=True).first.is_disabled()
+        for attempt in range(3):  # a click that lands while Gradio is still busy with the previous event is dropped
+            page.get_by_role("button", name="Preview command", exact=True).click()
+            try:
+                page.wait_for_function("() => document.body.innerText.includes('--pilora_rank')", timeout=15_000)
+                break
+            except playwright.TimeoutError:
+                if attempt == 2:
+                    raise AssertionError(page.inner_text("body")[-3000:]) from None
+        preview = page.locator("code").all_inner_texts()[-1]
+        assert "--finetuning_type pilora" in preview and "--pilora_rank 16" in preview, preview
+        assert "--losia_" not in preview
+        browser.close()
