@@ -225,6 +225,38 @@ def webui(assets, tmp_path):
         log.close()
 
 
+def _set_up_run(page, webui, assets, method: str):
+    """Open LLaMA Board on the tiny model and the demo dataset, fp32, with ``method`` (its accordion visible)."""
+    page.goto(webui["url"], timeout=60_000)
+    model_name = page.get_by_label("Model name", exact=True)
+    model_name.click()
+    model_name.fill("Custom")
+    page.get_by_role("option", name="Custom", exact=True).click()
+    page.get_by_label("Model path").first.fill(str(assets["model"]))
+    assert not page.locator(f"#{method}_tab").is_visible()
+    _pick(page, "Finetuning method", method)
+    page.locator(f"#{method}_tab").wait_for(state="visible")
+    _pick(page, "Chat template", "chatml")
+    page.get_by_label("Dataset", exact=True).first.click()
+    page.get_by_role("option", name="demo_arithmetic", exact=True).click()
+    page.keyboard.press("Escape")
+    _pick(page, "Compute type", "fp32")
+    return page
+
+
+def _preview(page, playwright, needle: str) -> str:
+    """Click Preview until the command shows ``needle``; returns the previewed command."""
+    for attempt in range(3):  # a click that lands while Gradio is still busy with the previous event is dropped
+        page.get_by_role("button", name="Preview command", exact=True).click()
+        try:
+            page.wait_for_function(f"() => document.body.innerText.includes('{needle}')", timeout=15_000)
+            break
+        except playwright.TimeoutError:
+            if attempt == 2:
+                raise AssertionError(page.inner_text("body")[-3000:]) from None
+    return page.locator("code").all_inner_texts()[-1]
+
+
 def _pick(page, label: str, option: str) -> None:
     page.get_by_label(label, exact=True).first.click()
     page.get_by_role("option", name=option, exact=True).click()
@@ -245,20 +277,7 @@ def test_browser_train_preview_start_chat_export(webui, assets, tmp_path):
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
         page.set_default_timeout(30_000)
-        page.goto(webui["url"], timeout=60_000)
-        model_name = page.get_by_label("Model name", exact=True)
-        model_name.click()
-        model_name.fill("Custom")
-        page.get_by_role("option", name="Custom", exact=True).click()
-        page.get_by_label("Model path").first.fill(str(assets["model"]))
-        assert not page.locator("#losia_tab").is_visible()
-        _pick(page, "Finetuning method", "losia")
-        page.locator("#losia_tab").wait_for(state="visible")
-        _pick(page, "Chat template", "chatml")
-        page.get_by_label("Dataset", exact=True).first.click()
-        page.get_by_role("option", name="demo_arithmetic", exact=True).click()
-        page.keyboard.press("Escape")
-        _pick(page, "Compute type", "fp32")
+        assert not _set_up_run(page, webui, assets, "losia").locator("#pilora_tab").is_visible()
         slot = page.locator("#losia_time_slot input[type=number]")
         slot.fill("37")
         slot.press("Enter")
@@ -271,15 +290,7 @@ def test_browser_train_preview_start_chat_export(webui, assets, tmp_path):
         assert not page.get_by_label("DeepSpeed stage", exact=True).first.is_disabled()
         assert page.get_by_label("Enable offload", exact=True).first.is_disabled()
 
-        for attempt in range(3):  # a click that lands while Gradio is still busy with the previous event is dropped
-            page.get_by_role("button", name="Preview command", exact=True).click()
-            try:
-                page.wait_for_function("() => document.body.innerText.includes('--losia_time_slot')", timeout=15_000)
-                break
-            except playwright.TimeoutError:
-                if attempt == 2:
-                    raise AssertionError(page.inner_text("body")[-3000:]) from None
-        preview = page.locator("code").all_inner_texts()[-1]
+        preview = _preview(page, playwright, "--losia_time_slot")
         assert "--finetuning_type losia" in preview and "--losia_time_slot 37" in preview, preview
 
         page.get_by_text("Extra configurations", exact=True).click()
@@ -432,20 +443,7 @@ def test_browser_pilora_accordion_and_preview(webui, assets, tmp_path):
         browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
         page.set_default_timeout(30_000)
-        page.goto(webui["url"], timeout=60_000)
-        model_name = page.get_by_label("Model name", exact=True)
-        model_name.click()
-        model_name.fill("Custom")
-        page.get_by_role("option", name="Custom", exact=True).click()
-        page.get_by_label("Model path").first.fill(str(assets["model"]))
-        _pick(page, "Finetuning method", "pilora")
-        page.locator("#pilora_tab").wait_for(state="visible")
-        assert not page.locator("#losia_tab").is_visible()
-        _pick(page, "Chat template", "chatml")
-        page.get_by_label("Dataset", exact=True).first.click()
-        page.get_by_role("option", name="demo_arithmetic", exact=True).click()
-        page.keyboard.press("Escape")
-        _pick(page, "Compute type", "fp32")
+        assert not _set_up_run(page, webui, assets, "pilora").locator("#losia_tab").is_visible()
         rank = page.locator("#pilora_rank input[type=number]")
         rank.fill("16")
         rank.press("Enter")
@@ -454,15 +452,7 @@ def test_browser_pilora_accordion_and_preview(webui, assets, tmp_path):
         if os.environ.get("LOSIA_UPDATE_DOCS") == "1":
             shutil.copyfile(tmp_path / "webui_pilora.png", ROOT / "docs" / "images" / "webui_pilora.png")
         assert page.get_by_label("Enable offload", exact=True).first.is_disabled()
-        for attempt in range(3):  # a click that lands while Gradio is still busy with the previous event is dropped
-            page.get_by_role("button", name="Preview command", exact=True).click()
-            try:
-                page.wait_for_function("() => document.body.innerText.includes('--pilora_rank')", timeout=15_000)
-                break
-            except playwright.TimeoutError:
-                if attempt == 2:
-                    raise AssertionError(page.inner_text("body")[-3000:]) from None
-        preview = page.locator("code").all_inner_texts()[-1]
+        preview = _preview(page, playwright, "--pilora_rank")
         assert "--finetuning_type pilora" in preview and "--pilora_rank 16" in preview, preview
         assert "--losia_" not in preview
         browser.close()

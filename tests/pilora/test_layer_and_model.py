@@ -125,17 +125,10 @@ def test_bad_config_values_name_the_field(field, value, needle):
 def tiny_llama(seed=0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from tests.core.test_discovery import COMMON  # the tiny LLaMA shape of the discovery tests
+
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(config).eval()
+    return LlamaForCausalLM(LlamaConfig(**COMMON)).eval()
 
 
 def train_both_stages(model, config, steps=8):
