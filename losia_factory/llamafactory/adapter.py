@@ -12,6 +12,7 @@ from ..core import LosiaConfigError, prepare_losia
 from .arguments import argument_error
 
 logger = logging.get_logger("llamafactory.losia")  # under LLaMA-Factory's logger, so it prints like its own
+pilora_logger = logging.get_logger("llamafactory.pilora")
 
 
 def setup_losia(model: nn.Module, model_args: Any, finetuning_args: Any, is_trainable: bool) -> nn.Module:
@@ -75,7 +76,7 @@ def setup_pilora(model: nn.Module, model_args: Any, finetuning_args: Any, is_tra
         raise ValueError(pilora_argument_error(err)) from None
     config = attachment.config
     lora_params = attachment.num_trainable()
-    logger.info_rank0(
+    pilora_logger.info_rank0(
         f"Fine-tuning method: PiLoRA | r={config.rank}, r'={config.supplementary_rank}, alpha={config.alpha}, "
         f"K={config.interval}, partition={config.partition}, init={config.init} | {len(attachment.layers)} target "
         f"layers ({', '.join(sorted({n.rsplit('.', 1)[-1] for n in attachment.layers}))}) | stage-1 LoRA params "
