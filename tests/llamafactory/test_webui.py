@@ -82,13 +82,13 @@ def test_train_tab_holds_every_losia_field_with_labels(engine):
         assert set(alert) == set(LANGS)
 
 
-def losia_values(engine, **settings):
-    """Train-tab values of a LoSiA run on a custom model, with ``settings`` on top."""
+def method_values(engine, method="losia", **settings):
+    """Train-tab values of a ``method`` run on a custom model, with ``settings`` on top."""
     return values(
         engine,
         top__model_name="Custom",
         top__model_path="/models/tiny",
-        top__finetuning_type="losia",
+        top__finetuning_type=method,
         train__dataset=["demo"],
         train__output_dir="run",
         **settings,
@@ -98,7 +98,7 @@ def losia_values(engine, **settings):
 def test_runner_builds_losia_arguments_the_parser_accepts(engine, tmp_path):
     from llamafactory.hparams import get_train_args
 
-    data = losia_values(
+    data = method_values(
         engine,
         train__compute_type="fp32",
         train__losia_time_slot=37,
@@ -137,7 +137,7 @@ def test_runner_builds_losia_arguments_the_parser_accepts(engine, tmp_path):
 )
 def test_runner_explains_unsupported_settings(engine, setting, value, alert):
     """The alert replaces the run; stage 2 is not among them (see the ZeRO-2 test below)."""
-    data = losia_values(
+    data = method_values(
         engine,
         **{setting: value},
     )
@@ -343,7 +343,7 @@ def test_deepspeed_stage_2_gets_a_losia_safe_config(engine, tmp_path, monkeypatc
     from losia_factory.llamafactory.deepspeed_config import zero_config
 
     monkeypatch.chdir(tmp_path)  # the runner writes into LLaMA-Factory's cache folder, relative to the cwd
-    data = losia_values(
+    data = method_values(
         engine,
         train__ds_stage="2",
     )
@@ -374,13 +374,9 @@ def test_train_tab_holds_every_pilora_field_with_labels(engine):
 def test_runner_builds_pilora_arguments_the_parser_accepts(engine, tmp_path):
     from llamafactory.hparams import get_train_args
 
-    data = values(
+    data = method_values(
         engine,
-        top__model_name="Custom",
-        top__model_path="/models/tiny",
-        top__finetuning_type="pilora",
-        train__dataset=["demo"],
-        train__output_dir="run",
+        "pilora",
         train__compute_type="fp32",
         train__pilora_rank=16,
         train__pilora_supplementary_rank=1,
@@ -407,13 +403,9 @@ def test_runner_builds_pilora_arguments_the_parser_accepts(engine, tmp_path):
     ],
 )
 def test_runner_explains_what_pilora_cannot_run(engine, setting, value, alert):
-    data = values(
+    data = method_values(
         engine,
-        top__model_name="Custom",
-        top__model_path="/models/tiny",
-        top__finetuning_type="pilora",
-        train__dataset=["demo"],
-        train__output_dir="run",
+        "pilora",
         **{setting: value},
     )
     assert engine.runner._initialize(data, do_train=True, from_preview=True) == PILORA_ALERTS[alert]["en"]
@@ -423,13 +415,9 @@ def test_several_devices_are_explained_for_pilora(engine, monkeypatch):
     import llamafactory.extras.misc
 
     monkeypatch.setattr(llamafactory.extras.misc, "get_device_count", lambda: 2)
-    data = values(
+    data = method_values(
         engine,
-        top__model_name="Custom",
-        top__model_path="/models/tiny",
-        top__finetuning_type="pilora",
-        train__dataset=["demo"],
-        train__output_dir="run",
+        "pilora",
     )
     assert (
         engine.runner._initialize(data, do_train=True, from_preview=True) == PILORA_ALERTS["err_pilora_devices"]["en"]
