@@ -1,4 +1,4 @@
-"""Training-cost benchmark: LoSiA / LoSiA-Pro next to LoRA, DoRA, GaLore, full fine-tuning and the floor.
+"""Training-cost benchmark: LoSiA / LoSiA-Pro next to LoRA, DoRA, PiLoRA, GaLore, full fine-tuning and the floor.
 
 Every method trains the same randomly initialized LLaMA-architecture model on the same random token batches, each in
 its own subprocess so that peak memory is clean. Per method the report gives microseconds per token for the forward,
@@ -6,7 +6,9 @@ backward and optimizer phases (median over the steps after warm-up), peak memory
 the activation memory the forward pass saves for backward, and whether training changed what it should.
 
 ``floor`` is a frozen backbone doing the forward pass and the input-gradient backward pass only (no weight gradient,
-no optimizer): the least any method that trains inner layers must pay.
+no optimizer): the least any method that trains inner layers must pay. ``pilora`` is PiLoRA in its second stage
+(dominant rank-r LoRA on the important half of each layer's output neurons, rank-r' LoRA on the rest), where a run
+spends most of its steps; its short first stage runs before the measured steps.
 """
 
 from __future__ import annotations
@@ -168,10 +170,16 @@ class Runner:
         self.initial = {n: _fingerprint(p) for n, p in self.model.named_parameters() if n in self.watch}
 
     def _setup_pilora(self) -> None:
-        """PiLoRA in stage 2, where a run spends most of its steps.
+        """PiLoRA in stage 2, where a run spends most of its steps, set up like ``lora`` for a fair comparison.
 
-        LoRA's rank (alpha 2r, all decoder linears) on the dominant half of each layer's output neurons (the paper's
-        top-half rule), r' = 2 on the rest. Two stage-1 steps on their own batches score the neurons first.
+        Matched to ``lora``: rank r = ``spec.lora_rank`` (stage 1 and the dominant LoRA), alpha 2r, no dropout, every
+        linear layer of the decoder layers (peft's "all-linear" minus the output layer, which it excludes), AdamW at
+        lr 1e-4. The supplementary rank r' is 2 (the paper: 1 or 2 at r = 32), or 1 below r = 8, where 2 would be a
+        quarter of r or more. The dominant group is the top half of each layer's output neurons by hits (the paper's
+        ablation rule; a fixed size, so the cost does not depend on the random model's scores). Two stage-1 steps
+        score the neurons (``observe`` after each backward pass), then ``enter_stage2`` installs the new adapters and
+        the optimizer is rebuilt on them. On CUDA the peak-memory counter restarts after the switch, so that
+        ``peak_mem_mb`` is stage 2's; a CPU process's peak resident size cannot be reset and includes stage 1.
         """
         import torch
 
@@ -181,7 +189,7 @@ class Runner:
         rank = spec.lora_rank
         config = PiloraConfig(
             rank=rank,
-            supplementary_rank=min(2, rank),
+            supplementary_rank=2 if rank >= 8 else 1,
             alpha=2 * rank,
             dropout=0.0,
             partition="top_half",
@@ -195,8 +203,11 @@ class Runner:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         pilora.enter_stage2()
+        del optimizer  # it holds the stage-1 factors and their moments
         self.optimizer = torch.optim.AdamW(pilora.trainable_parameters(), lr=1e-4)
         self.watch = [n for n, p in model.named_parameters() if p.requires_grad and n.endswith("dominant_A")][:4]
+        if spec.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
 
     def _setup_galore(self) -> None:
         """Layer-wise GaLore (optimizer step inside backward), rank hidden/8, the output layer trained fully."""
@@ -521,10 +532,14 @@ def run(
 
 
 def ratios(report: dict[str, Any]) -> dict[str, float]:
-    """Headline ratios of the targets, for every gradient-checkpointing setting present."""
+    """Headline ratios of the targets, and PiLoRA against LoRA, for every gradient-checkpointing setting present."""
     methods = report["methods"]
     out = {}
     for suffix in ("", "_gc"):
+        pilora, lora = methods.get("pilora" + suffix), methods.get("lora" + suffix)
+        if pilora is not None and lora is not None:
+            out[f"pilora{suffix} / lora{suffix} latency"] = pilora["us_per_token"] / lora["us_per_token"]
+            out[f"pilora{suffix} / lora{suffix} peak memory"] = pilora["peak_mem_mb"] / lora["peak_mem_mb"]
         pro = methods.get("losia_pro" + suffix)
         if pro is None:
             continue

@@ -51,6 +51,8 @@ def test_schema(report):
         assert figures["us_per_token"] > 0 and figures["peak_mem_mb"] > 0
         total = figures["forward_us"] + figures["backward_us"] + figures["optimizer_us"]
         assert figures["us_per_token"] == pytest.approx(total, rel=0.5)
+    for suffix in ("", "_gc"):
+        assert report["ratios"][f"pilora{suffix} / lora{suffix} latency"] > 0
 
 
 def test_every_method_trained(report):
@@ -70,6 +72,22 @@ def test_every_method_trained(report):
     assert methods["pilora"]["trainable_params"] == 2 * sum(2 * i + o for o, i in shapes)
     overheads = methods["losia_pro"]["losia"]
     assert 0 <= overheads["overhead_fraction"] < 10 and overheads["reselect_ms_decoder_layer"] > 0
+
+
+def test_pilora_trains_fewer_parameters_than_lora_at_the_same_rank():
+    pytest.importorskip("peft")
+    # hidden 512: r = hidden / 64 = 8 for both, so PiLoRA gets r' = 2 (below r = 8 it gets r' = 1).
+    spec = bench.replace(TINY, hidden_size=512, intermediate_size=1024, num_heads=8, num_kv_heads=8, num_layers=1)
+    assert spec.lora_rank == 8
+    lora = bench.measure("lora", spec, False)
+    pilora = bench.measure("pilora", spec, False)
+    shapes = [(512, 512)] * 4 + [(1024, 512), (1024, 512), (512, 1024)]  # (out, in) of the 7 decoder linears
+    assert lora["trainable_params"] == sum(8 * (o + i) for o, i in shapes)
+    # Stage 2, top half dominant: A_d (8 x in), B_d (out/2 x 8), A_s (2 x in), B_s (out/2 x 2).
+    assert pilora["trainable_params"] == sum(10 * i + 5 * o for o, i in shapes)
+    assert pilora["trainable_params"] < lora["trainable_params"]
+    assert pilora["us_per_token"] > 0 and pilora["backward_us"] > 0 and pilora["optimizer_us"] > 0
+    assert pilora["trained"] and pilora["loss_finite"]
 
 
 def test_saved_activations_scale_with_the_subnet():
