@@ -21,7 +21,11 @@ def _pilora_plot(args: argparse.Namespace) -> int:
     from .pilora.plot import plot_partition, summary_markdown
 
     out = args.out or os.path.join(args.folder, "pilora_partition.png")
-    rows = plot_partition(args.folder, out, max_layers=args.max_layers)
+    try:
+        rows = plot_partition(args.folder, out, max_layers=args.max_layers)
+    except (FileNotFoundError, ValueError, ImportError) as err:  # wrong folder or no matplotlib: say so, no traceback
+        print(f"losia-factory pilora-plot: {err}", file=sys.stderr)
+        return 1
     print(summary_markdown(rows), end="")
     print(f"figure: {out}")
     return 0
@@ -39,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     plot = commands.add_parser("pilora-plot", help="hit counts and partition of a PiLoRA run, per layer (PNG + table)")
     plot.add_argument("folder", help="output folder of a finetuning_type: pilora run")
     plot.add_argument("--out", default=None, help="PNG path (default: FOLDER/pilora_partition.png)")
-    plot.add_argument("--max-layers", type=int, default=None, help="plot only the first N layers")
+    plot.add_argument(
+        "--max-layers", type=int, default=None, help="plot only the first N layers (grouped by module type)"
+    )
     plot.set_defaults(func=_pilora_plot)
     commands.add_parser("benchmark", help="training cost of LoSiA vs LoRA, DoRA, GaLore, full, floor", add_help=False)
     commands.add_parser("estimate", help="trainable parameters and memory from a model config", add_help=False)
