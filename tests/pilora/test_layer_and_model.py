@@ -189,3 +189,16 @@ def test_saved_adapter_loads_in_plain_peft_and_gives_the_same_logits(tmp_path):
     assert diff < 1e-5
     assert (ours - merged).abs().max().item() < 1e-5
     assert (ours - LlamaForCausalLM.from_pretrained(base_dir)(input_ids=ids).logits).abs().max() > 1e-3
+
+
+def test_merge_folds_the_update_into_the_base_weights():
+    model = tiny_llama(seed=3)
+    config = PiloraConfig(rank=4, supplementary_rank=1, alpha=8, dropout=0.0, probe_steps=2)
+    pilora, _ = train_both_stages(model, config, steps=4)
+    ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        pilora.merge()
+        after = model(input_ids=ids).logits
+    assert all(torch.count_nonzero(layer.delta_weight()) == 0 for layer in pilora.layers.values())
+    assert (before - after).abs().max().item() < 1e-5
