@@ -9,8 +9,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.core.test_distributed import BATCH, MICRO, STEPS, WORLD, _free_port, _same_indices, _single_process
+from tests.core.test_distributed import BATCH, MICRO, STEPS, WORLD, _same_indices, _single_process
 from tests.core.test_optimizer import build, target_weights
+from tests.spawned import end_worker, free_port
 from tests.toy_models import make_batches
 
 pytest.importorskip("deepspeed")
@@ -64,6 +65,7 @@ def _worker(rank: int, port: int, pro: bool, stage: int, bind: bool, out: str, r
         )
     finally:
         dist.destroy_process_group()
+    end_worker()
 
 
 @pytest.mark.slow
@@ -72,7 +74,7 @@ def _worker(rank: int, port: int, pro: bool, stage: int, bind: bool, out: str, r
 )
 def test_zero_equals_one_process_on_the_global_batch(tmp_path, stage, pro):
     out = str(tmp_path / "rank")
-    mp.spawn(_worker, args=(_free_port(), pro, stage, True, out), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), pro, stage, True, out), nprocs=WORLD, join=True)
     ranks = [torch.load(f"{out}.{r}", weights_only=True) for r in range(WORLD)]
     weights, indices = _single_process(pro)
     assert all(r["bound"] for r in ranks)
@@ -88,7 +90,7 @@ def test_unbound_optimizer_under_zero_goes_wrong(tmp_path):
     """Guards the test above: letting LosiaAdamW reselect on DeepSpeed's flat partitions does not train correctly."""
     out = str(tmp_path / "rank")
     try:
-        mp.spawn(_worker, args=(_free_port(), True, 2, False, out), nprocs=WORLD, join=True)
+        mp.spawn(_worker, args=(free_port(), True, 2, False, out), nprocs=WORLD, join=True)
     except mp.ProcessRaisedException:
         return  # failing loudly is also acceptable
     weights, _ = _single_process(True)
@@ -100,6 +102,6 @@ def test_unbound_optimizer_under_zero_goes_wrong(tmp_path):
 def test_round_robin_gradients_are_caught_before_training(tmp_path):
     """DeepSpeed's round_robin_gradients breaks its own fp32 accessors; binding must refuse, not train wrongly."""
     out = str(tmp_path / "rank")
-    mp.spawn(_worker, args=(_free_port(), True, 2, True, out, True), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), True, 2, True, out, True), nprocs=WORLD, join=True)
     errors = [torch.load(f"{out}.{r}", weights_only=True).get("error") for r in range(WORLD)]
     assert all(e is not None and '"round_robin_gradients": true' in e for e in errors), errors

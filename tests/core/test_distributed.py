@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -13,16 +12,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from losia_factory.core import distributed as losia_distributed
 from tests.core.test_optimizer import build, target_weights
+from tests.spawned import end_worker, free_port
 from tests.toy_models import make_batches
 
 WORLD, MICRO, BATCH = 2, 2, 4
 STEPS = 3 * 4 * 3 + 2  # three full cycles of 4 groups x T=3, then two more steps: every group reselects 3 times
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _losses_per_step(model, opt, sched, batches, micro, ddp=None, probe=None):
@@ -94,6 +88,7 @@ def _worker(rank: int, port: int, pro: bool, average: bool, out: str) -> None:
         )
     finally:
         dist.destroy_process_group()
+    end_worker()
 
 
 def _single_process(pro: bool):
@@ -110,7 +105,7 @@ def _same_indices(a, b) -> bool:
 @pytest.mark.parametrize("pro", [True, False], ids=["pro", "plain"])
 def test_ddp_equals_one_process_on_the_global_batch(tmp_path, pro):
     out = str(tmp_path / "rank")
-    mp.spawn(_worker, args=(_free_port(), pro, True, out), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), pro, True, out), nprocs=WORLD, join=True)
     ranks = [torch.load(f"{out}.{r}", weights_only=True) for r in range(WORLD)]
     weights, indices = _single_process(pro)
     assert all(r["error"] is None for r in ranks), ranks[0]["error"]
@@ -126,6 +121,6 @@ def test_ddp_equals_one_process_on_the_global_batch(tmp_path, pro):
 
 def test_without_averaged_importance_the_ranks_disagree_and_training_stops(tmp_path):
     out = str(tmp_path / "rank")
-    mp.spawn(_worker, args=(_free_port(), True, False, out), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), True, False, out), nprocs=WORLD, join=True)
     errors = [torch.load(f"{out}.{r}", weights_only=True)["error"] for r in range(WORLD)]
     assert all(e is not None and "subnets differ across ranks" in e for e in errors), errors
