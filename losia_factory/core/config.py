@@ -54,6 +54,8 @@ class LosiaConfig:
         layers_path: Dotted path of the nn.ModuleList holding the decoder layers (e.g. "model.layers"). Empty
             means found automatically (the ModuleList with the most parameters).
         seed: Seed of the random initial subnets. Every process with the same seed picks the same subnets.
+        rewarm: Rewarm a group's learning rate linearly over the T steps after each of its reselections (Eq. 8).
+            False keeps the base schedule throughout (the paper's WDS ablation).
     """
 
     rank_factor: float = field(
@@ -116,6 +118,10 @@ class LosiaConfig:
         metadata={"help": "Dotted path of the decoder-layer ModuleList (e.g. 'model.layers'); empty: automatic."},
     )
     seed: int = field(default=42, metadata={"help": "Seed of the random initial subnets (same on every process)."})
+    rewarm: bool = field(
+        default=True,
+        metadata={"help": "Rewarm a group's learning rate over the T steps after each reselection (Eq. 8)."},
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.target_modules, str):
@@ -175,6 +181,8 @@ class LosiaConfig:
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise LosiaConfigError("seed", f"seed must be an integer, got {self.seed!r}.")
+        if not isinstance(self.rewarm, bool):
+            raise LosiaConfigError("rewarm", f"rewarm must be True or False, got {self.rewarm!r}.")
 
     @property
     def torch_importance_dtype(self) -> torch.dtype:

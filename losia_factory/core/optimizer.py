@@ -88,7 +88,7 @@ class LosiaAdamW(torch.optim.AdamW):
     ) -> None:
         self.targets = list(targets)
         self.config = config
-        self.schedule = LosiaSchedule(num_groups, config.time_slot, 0, config.mode)
+        self.schedule = LosiaSchedule(num_groups, config.time_slot, 0, config.mode, config.rewarm)
         self.group_targets: list[list[SubnetTarget]] = [[] for _ in range(num_groups)]
         for target in self.targets:
             self.group_targets[target.group].append(target)
@@ -237,7 +237,7 @@ class LosiaAdamW(torch.optim.AdamW):
                         value.zero_()
 
     def _warn_if_no_rewarm(self) -> None:
-        if self.rewarm_attached or self._warned_no_rewarm or self.config.mode == "fixed":
+        if self.rewarm_attached or self._warned_no_rewarm or self.config.mode == "fixed" or not self.config.rewarm:
             return
         self._warned_no_rewarm = True
         warnings.warn(

@@ -27,19 +27,21 @@ class LosiaSchedule:
 
     Rewarm (Eq. 8): for group ``g`` let ``r`` be the number of steps since its latest reselection (0 on the first
     step after it). If the group has reselected at least once, ``r < T`` and ``step >= warmup_steps``, its
-    learning rate is multiplied by ``r / T``; otherwise by 1.
+    learning rate is multiplied by ``r / T``; otherwise by 1. With ``rewarm=False`` (WDS ablation) always by 1.
 
     Args:
         num_groups: Number of groups G (decoder layers, plus one for a trained output layer).
         time_slot: Slot length T in optimizer steps.
         warmup_steps: Steps of the base warm-up; rewarming starts only at ``step >= warmup_steps``.
         mode: ``"async"``, ``"sync"``, ``"once"`` or ``"fixed"``.
+        rewarm: Whether reselected groups rewarm (Eq. 8).
     """
 
     num_groups: int
     time_slot: int
     warmup_steps: int = 0
     mode: str = "async"
+    rewarm: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.num_groups, bool) or not isinstance(self.num_groups, int) or self.num_groups < 1:
@@ -121,7 +123,7 @@ class LosiaSchedule:
     def rewarm_factor(self, step: int, group: int) -> float:
         """Learning-rate multiplier of ``group`` at ``step`` (Eq. 8): ``r / T`` while rewarming, else 1."""
         self._check(step, group)
-        if step < self.warmup_steps:
+        if not self.rewarm or step < self.warmup_steps:
             return 1.0
         slot = step // self.time_slot
         # Reselections happen at slot boundaries, so "fewer than T steps since the latest one" means "the

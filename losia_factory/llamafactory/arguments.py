@@ -24,6 +24,7 @@ CONFIG_TO_ARGUMENT = {
     "importance_dtype": "losia_importance_dtype",
     "layers_path": "losia_layers_path",
     "seed": "losia_seed",
+    "rewarm": "losia_rewarm",
 }
 
 
@@ -119,6 +120,13 @@ class LosiaArguments:
         default=42,
         metadata={"help": "Seed of the random initial subnets (the same on every process)."},
     )
+    losia_rewarm: bool = field(
+        default=True,
+        metadata={
+            "help": "Rewarm each layer group's learning rate linearly over the T steps after its reselection (paper "
+            "Eq. 8). False keeps the base schedule (the WDS ablation)."
+        },
+    )
 
 
 def extra_module_patterns(value: str | None) -> tuple[str, ...]:
@@ -153,6 +161,7 @@ def build_losia_config(args: LosiaArguments) -> LosiaConfig:
             importance_dtype=args.losia_importance_dtype,
             layers_path=args.losia_layers_path or "",
             seed=args.losia_seed,
+            rewarm=args.losia_rewarm,
         )
     except LosiaConfigError as err:
         raise ValueError(argument_error(err)) from None

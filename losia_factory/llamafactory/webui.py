@@ -164,6 +164,13 @@ LOCALES: dict[str, dict[str, dict[str, str]]] = {
         "ko": {"label": "서브네트워크 시드", "info": "무작위 초기 서브네트워크의 시드."},
         "ja": {"label": "サブネットのシード", "info": "ランダムな初期サブネットワークのシード。"},
     },
+    "losia_rewarm": {
+        "en": {"label": "Rewarm", "info": "Ramp a layer's learning rate up again after it reselects (paper)."},
+        "ru": {"label": "Повторный разогрев", "info": "Снова поднимать скорость обучения слоя после перевыбора (статья)."},
+        "zh": {"label": "重新预热", "info": "层重选子网络后重新线性预热其学习率（论文）。"},
+        "ko": {"label": "재워밍업", "info": "계층이 재선택한 뒤 학습률을 다시 올립니다(논문)."},
+        "ja": {"label": "再ウォームアップ", "info": "層の再選択後に学習率を再び立ち上げます（論文）。"},
+    },
 }
 
 # Alert key -> {lang: message}, shown instead of starting a run LoSiA cannot do.
@@ -217,6 +224,7 @@ def create_losia_accordion() -> dict[str, Any]:
                 0.0, 1.0, value=defaults.losia_output_rank_factor, step=0.005, elem_id="losia_output_rank_factor"
             )
             pro = gr.Checkbox(value=defaults.losia_pro, elem_id="losia_pro")
+            rewarm = gr.Checkbox(value=defaults.losia_rewarm, elem_id="losia_rewarm")
         with gr.Row():
             importance = gr.Dropdown(
                 ["sensitivity", "gradient"], value=defaults.losia_importance, elem_id="losia_importance"
@@ -254,6 +262,7 @@ def create_losia_accordion() -> dict[str, Any]:
         losia_importance_dtype=dtype,
         losia_layers_path=layers_path,
         losia_seed=seed,
+        losia_rewarm=rewarm,
     )
 
 

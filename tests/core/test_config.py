@@ -29,6 +29,7 @@ from losia_factory.core import LosiaConfig, LosiaConfigError
         (dict(selection="top"), "selection"),
         (dict(importance_dtype="int8"), "importance_dtype"),
         (dict(seed="1"), "seed"),
+        (dict(rewarm="no"), "rewarm"),
     ],
 )
 def test_bad_values_name_the_field(kwargs, field):

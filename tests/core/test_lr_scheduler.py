@@ -73,3 +73,19 @@ def test_needs_losia_optimizer():
         base_lr_lambda("polynomial", 10)
     with pytest.raises(ValueError, match="warmup_steps"):
         base_lr_lambda("cosine", 10, 11)
+
+
+def test_without_rewarm_every_group_follows_the_base_curve():
+    model = make_toy(layers=2)
+    opt = attach_losia(model, LosiaConfig(rank_factor=0.5, time_slot=2, rewarm=False), lr=0.1)
+    sched = LosiaLRScheduler(opt, num_training_steps=20, warmup_steps=3, kind="linear")
+    base = base_lr_lambda("linear", 20, 3)
+    reselections = 0
+    for step, batch in enumerate(make_batches(14)):
+        assert [group["lr"] for group in opt.param_groups] == pytest.approx([0.1 * base(step)] * len(opt.param_groups))
+        reselections += sum(sched.rewarm.reselects_after(step, g) for g in range(len(opt.group_targets)))
+        model.loss(batch).backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    assert reselections > 0

@@ -45,6 +45,17 @@ def test_first_rewarm_step_has_zero_lr():
     assert sched.rewarm_factor(4, 1) == 1.0
 
 
+@pytest.mark.parametrize("mode", ["async", "sync", "once"])
+def test_without_rewarm_the_factor_is_always_one_and_reselection_is_unchanged(mode):
+    with_rewarm, without = LosiaSchedule(3, 4, 2, mode), LosiaSchedule(3, 4, 2, mode, rewarm=False)
+    steps = range(5 * 3 * 4)
+    assert any(with_rewarm.rewarm_factor(s, g) < 1.0 for s in steps for g in range(3))
+    assert all(without.rewarm_factor(s, g) == 1.0 for s in steps for g in range(3))
+    assert [without.reselects_after(s, g) for s in steps for g in range(3)] == [
+        with_rewarm.reselects_after(s, g) for s in steps for g in range(3)
+    ]
+
+
 def test_no_rewarm_during_warmup():
     sched = LosiaSchedule(2, 4, warmup_steps=10)
     assert sched.reselects_after(3, 0)

@@ -53,13 +53,14 @@ def test_losia_fields_reach_the_config(assets, tmp_path):
         losia_selection="input_first",
         losia_importance_dtype="bfloat16",
         losia_seed=3,
+        losia_rewarm=False,
     )
     cfg = finetuning_args.losia_config
     assert finetuning_args.finetuning_type == "losia"
     assert (cfg.rank_factor, cfg.time_slot, cfg.output_rank_factor) == (0.5, 7, 0.0)
     assert (cfg.importance, cfg.ema_betas, cfg.mode, cfg.pro) == ("gradient", (0.8, 0.9), "sync", False)
     assert cfg.target_modules == ("q_proj", "v_proj") and cfg.extra_trainable == ("*norm*", "*.bias")
-    assert (cfg.selection, cfg.importance_dtype, cfg.seed) == ("input_first", "bfloat16", 3)
+    assert (cfg.selection, cfg.importance_dtype, cfg.seed, cfg.rewarm) == ("input_first", "bfloat16", 3, False)
 
 
 @pytest.mark.parametrize(

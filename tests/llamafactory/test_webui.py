@@ -72,6 +72,7 @@ def test_train_tab_holds_every_losia_field_with_labels(engine):
             "importance_dtype",
             "layers_path",
             "seed",
+            "rewarm",
         )
     } == set(INPUT_NAMES)
     for lang in LANGS:  # LLaMA Board relabels every element it has a locale for; a missing language would raise
