@@ -166,7 +166,10 @@ LOCALES: dict[str, dict[str, dict[str, str]]] = {
     },
     "losia_rewarm": {
         "en": {"label": "Rewarm", "info": "Ramp a layer's learning rate up again after it reselects (paper)."},
-        "ru": {"label": "Повторный разогрев", "info": "Снова поднимать скорость обучения слоя после перевыбора (статья)."},
+        "ru": {
+            "label": "Повторный разогрев",
+            "info": "Снова поднимать скорость обучения слоя после перевыбора (статья).",
+        },
         "zh": {"label": "重新预热", "info": "层重选子网络后重新线性预热其学习率（论文）。"},
         "ko": {"label": "재워밍업", "info": "계층이 재선택한 뒤 학습률을 다시 올립니다(논문)."},
         "ja": {"label": "再ウォームアップ", "info": "層の再選択後に学習率を再び立ち上げます（論文）。"},
