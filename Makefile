@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint format demo docs bench bench-quick clean
+.PHONY: setup test test-fast lint format demo docs recipes bench bench-quick clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/setup_dev.sh
 	bash scripts/setup_dev.sh
@@ -31,6 +31,9 @@ bench: $(STAMP)  ## the CPU benchmark of docs/benchmarks.md (~30 min on 2 cores)
 
 docs: $(STAMP)  ## regenerate docs/arguments.md from the argument dataclass
 	$(PY) scripts/gen_arguments_doc.py
+
+recipes: $(STAMP)  ## regenerate recipes/paper/ from the settings table in losia_factory/reproduce/settings.py
+	$(PY) scripts/gen_paper_recipes.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -16,17 +16,17 @@ def test_recipe_parses(path, tmp_path):
 
     config = yaml.safe_load(path.read_text())
     config["output_dir"] = str(tmp_path / "out")  # parse only: nothing is written
-    if config.get("bf16"):
-        config["bf16"] = False  # these machines have no bf16-capable GPU; the rest is checked as written
+    for key in ("bf16", "pure_bf16"):
+        if config.get(key):
+            config[key] = False  # these machines have no bf16-capable GPU; the rest is checked as written
     # One process cannot parse a DeepSpeed run (LLaMA-Factory asks for FORCE_TORCHRUN): parse the rest, then run our
     # checks on its DeepSpeed config (test_distributed_cli launches that config on 2 processes).
     deepspeed = config.pop("deepspeed", None)
     model_args, data_args, training_args, finetuning_args, _ = get_train_args(config)
-    assert finetuning_args.finetuning_type in ("losia", "pilora")
-    config = (
-        finetuning_args.losia_config if finetuning_args.finetuning_type == "losia" else finetuning_args.pilora_config
-    )
-    assert config is not None
+    assert finetuning_args.finetuning_type == config["finetuning_type"]
+    if finetuning_args.finetuning_type in ("losia", "pilora"):
+        method = "losia" if finetuning_args.finetuning_type == "losia" else "pilora"
+        assert getattr(finetuning_args, f"{method}_config") is not None
     if deepspeed:
         from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
@@ -75,7 +75,11 @@ def test_math_recipe_has_the_paper_settings():
 
 
 @pytest.mark.parametrize(
-    ("name", "lr"), [("pilora_llama2_7b_commonsense.yaml", 2e-4), ("pilora_llama3_8b_commonsense.yaml", 1e-4)]
+    ("name", "lr"),
+    [
+        ("paper/pilora_t1/llama2_7b-commonsense170k-pilora.yaml", 2e-4),
+        ("paper/pilora_t1/llama3_8b-commonsense170k-pilora.yaml", 1e-4),
+    ],
 )
 def test_pilora_recipes_have_the_paper_settings(name, lr):
     config = yaml.safe_load((Path(__file__).resolve().parents[2] / "recipes" / name).read_text())

@@ -1,0 +1,1 @@
+"""Reproduce the LoSiA and PiLoRA papers' experiments: settings, recipes, data, evaluation, tables."""
