@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=42, help="sampling seed (default 42)")
     p.add_argument("--source", action="append", default=[], metavar="KEY=PATH", help="local copy in the own schema")
     p.add_argument("--revision", action="append", default=[], metavar="KEY=REV", help="hub revision to load")
+    p.add_argument("--name", help="dataset name to write (one --dataset only; default KEY_50k style)")
     args = p.parse_args(argv)
     sources, revisions = _pairs(args.source, "--source"), _pairs(args.revision, "--revision")
     jobs = []
@@ -51,10 +52,18 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append((key, _count(count) if count else None))
         except ValueError:
             p.error(f"--dataset {item}: the sample count must be a positive integer such as 50000 or 50k.")
+    if args.name and len(jobs) != 1:
+        p.error("--name needs exactly one --dataset.")
     try:
         for key, samples in jobs:
             entry = prepare_dataset(
-                key, args.data_dir, samples, args.seed, source=sources.get(key), revision=revisions.get(key)
+                key,
+                args.data_dir,
+                samples,
+                args.seed,
+                source=sources.get(key),
+                revision=revisions.get(key),
+                name=args.name,
             )
             print(f"{key}: {entry['rows']} rows, sha256 {entry['sha256'][:12]}, revision {entry['revision']}")
     except DataPreparationError as err:

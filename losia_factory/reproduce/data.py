@@ -217,6 +217,7 @@ def prepare_dataset(
     seed: int = 42,
     source: str | Path | None = None,
     revision: str | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """Prepare one training set; skipped when the manifest already records the same settings and file.
 
@@ -228,6 +229,8 @@ def prepare_dataset(
         source: A local copy of the split in the dataset's own schema (.json/.jsonl/.parquet file or folder)
             instead of the Hugging Face Hub.
         revision: Hub revision (branch, tag or commit) to load.
+        name: Dataset name to write (default :func:`dataset_name`); a capped smoke run keeps the recipe's name,
+            and its manifest entry records the real sample count, so a full run later rebuilds the file.
 
     Returns:
         The manifest entry of the prepared set.
@@ -236,7 +239,7 @@ def prepare_dataset(
     if samples is not None and samples < 1:
         raise DataPreparationError(f"samples must be >= 1, got {samples}.")
     data_dir = Path(data_dir)
-    name = dataset_name(key, samples)
+    name = name or dataset_name(key, samples)
     settings = {
         "key": key,
         "source": f"local:{Path(source).resolve()}" if source else spec.hub_id,

@@ -175,12 +175,18 @@ class Pipeline:
         needed: dict[tuple[str, int | None], None] = {}
         for exp in self.selected:
             needed.update(dict.fromkeys(exp.train_sets))
-        for key, samples in needed:
+        from .data import dataset_name
+
+        for key, paper_samples in needed:
+            samples = paper_samples
             if self.options.max_samples is not None:
                 samples = min(samples, self.options.max_samples) if samples else self.options.max_samples
+            name = dataset_name(key, paper_samples)  # the name the recipes use, even when capped
             if self.options.dry_run:
                 argv = [sys.executable, "scripts/prepare_data.py", "--dataset", f"{key}:{samples}" if samples else key]
                 argv += ["--data-dir", str(self.data_dir()), "--seed", str(self.options.seed)]
+                if name != dataset_name(key, samples):
+                    argv += ["--name", name]
                 if key in self.options.data_sources:
                     argv += ["--source", f"{key}={self.options.data_sources[key]}"]
                 self._execute(argv)
@@ -194,6 +200,7 @@ class Pipeline:
                 samples=samples,
                 seed=self.options.seed,
                 source=self.options.data_sources.get(key),
+                name=name,
             )
 
     def train_command(self, exp: Experiment) -> list[str]:
@@ -211,6 +218,8 @@ class Pipeline:
         if self.done(exp, "train"):
             _log(f"train {exp.name}: done, skipped")
             return
+        if exp.after is not None and self.all[exp.after].is_adapter:
+            self.merge(self.all[exp.after])  # LoRA stages are merged into the backbone before the next task
         if exp.after is not None and not self.options.dry_run:
             start = Path(self.base_model(exp))
             if not (start / "config.json").is_file():
@@ -229,13 +238,13 @@ class Pipeline:
                 raise PipelineError(f"training {exp.name} ended without train_results.json in {self.output(exp)}.")
             self._mark(exp, "train", command=shlex.join(argv))
 
-    def needs_merge(self, exp: Experiment) -> bool:
-        return exp.is_adapter and any(e.after == exp.name for e in self.all.values())
-
     def merge(self, exp: Experiment) -> None:
         """Merge a LoRA into its backbone so the next continual-learning stage starts from the merged model."""
-        if not self.needs_merge(exp):
-            return
+        if not self.options.dry_run and not (self.output(exp) / "adapter_config.json").is_file():
+            raise PipelineError(
+                f"{exp.name} has no trained adapter in {self.output(exp)} to merge: run it first "
+                f"(`python scripts/reproduce.py {self.table}` runs the stages in order)."
+            )
         if self.done(exp, "merge") and (self.output(exp) / "merged" / "config.json").is_file():
             _log(f"merge {exp.name}: done, skipped")
             return
@@ -286,7 +295,6 @@ class Pipeline:
         for i, exp in enumerate(self.selected, start=1):
             _log(f"[{i}/{len(self.selected)}] {exp.name}")
             self.train(exp)
-            self.merge(exp)
             self.evaluate(exp)
         if self.options.dry_run:
             argv = [sys.executable, "scripts/make_tables.py", "--results", str(self.root / SAVES_DIR / "results.json")]
@@ -310,11 +318,21 @@ def _last_checkpoint(output: Path) -> Path | None:
     return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def _executable(name: str) -> str:
+    """``name`` from this interpreter's environment when it is there (an unactivated venv), else from PATH."""
+    local = Path(sys.executable).parent / name
+    if local.is_file():
+        return str(local)
+    if shutil.which(name) is None and not Path(name).is_file():
+        raise PipelineError(f"{name} is not on PATH: activate the environment where llamafactory is installed.")
+    return name
+
+
 def _run(argv: list[str], cwd: Path) -> None:
-    if shutil.which(argv[0]) is None and not Path(argv[0]).is_file():
-        raise PipelineError(f"{argv[0]} is not on PATH: activate the environment where llamafactory is installed.")
     env = dict(os.environ)
-    result = subprocess.run(argv, cwd=cwd, env=env)
+    # torchrun and the training subprocess look for tools on PATH: put this environment's first.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    result = subprocess.run([_executable(argv[0]), *argv[1:]], cwd=cwd, env=env)
     if result.returncode != 0:
         raise PipelineError(f"command failed with exit code {result.returncode}: {shlex.join(argv)}")
 

@@ -189,7 +189,11 @@ def _local_copy(tmp_path: Path, key: str, rows: int) -> Path:
     lines = []
     for i in range(rows):
         doc = dict(base)
-        first = next(k for k in ("query", "question", "goal", "instruction", "problem", "sentence") if k in doc)
+        first = next(
+            k
+            for k in ("query", "question", "goal", "instruction", "problem", "sentence", "ctx_a", "question_stem")
+            if k in doc
+        )
         doc[first] = f"{doc[first]} #{i}" if key != "winogrande" else doc[first].replace(" so ", f" so ({i}) ")
         lines.append(json.dumps(doc))
     path.write_text("\n".join(lines) + "\n")
