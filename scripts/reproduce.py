@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from losia_factory.reproduce.data import DataPreparationError
+from losia_factory.reproduce.evaluation import EvaluationError
 from losia_factory.reproduce.pipeline import Pipeline, PipelineError, PipelineOptions, select
 from losia_factory.reproduce.settings import TABLES
 
@@ -91,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{exp.name:55s} {exp.recipe_path:90s} done: {state}")
             return 0
         Pipeline(args.table, options).run()
-    except PipelineError as err:
+    except (PipelineError, DataPreparationError, EvaluationError) as err:
         print(f"error: {err}", file=sys.stderr)
+        print("Finished stages are kept; run the same command again to continue.", file=sys.stderr)
         return 2
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,16 @@ def test_filters_and_their_errors():
         text=True,
     )
     assert result.returncode == 2 and "--only: nope" in result.stderr
+
+
+def test_a_failing_stage_exits_with_its_message(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "scripts/reproduce.py", "losia_t3", "--only", "llama2_7b-metamathqa-losia-wds"]
+    result = subprocess.run([*cmd, "--root", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "error: meta-math/MetaMathQA cannot be downloaded" in result.stderr and "Traceback" not in result.stderr
+    listing = subprocess.run([*cmd, "--list"], cwd=ROOT, capture_output=True, text=True)
+    assert listing.returncode == 0 and "recipes/paper/losia_t3/llama2_7b-metamathqa-losia-wds.yaml" in listing.stdout
 
 
 class FakeRunner:
