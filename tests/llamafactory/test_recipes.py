@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.reproduce.test_settings import pilora_table5
+
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("**/*.yaml"))
 
 
@@ -83,16 +85,5 @@ def test_math_recipe_has_the_paper_settings():
 )
 def test_pilora_recipes_have_the_paper_settings(name, lr):
     config = yaml.safe_load((Path(__file__).resolve().parents[2] / "recipes" / name).read_text())
-    paper = {  # PiLoRA paper, Table 5
-        "pilora_rank": 32,
-        "pilora_supplementary_rank": 2,
-        "pilora_alpha": 64,
-        "pilora_dropout": 0.05,
-        "learning_rate": lr,
-        "lr_scheduler_type": "linear",
-        "per_device_train_batch_size": 16,
-        "warmup_steps": 100,
-        "num_train_epochs": 3.0,
-        "pilora_target": "q_proj,k_proj,v_proj,up_proj,down_proj",
-    }
+    paper = pilora_table5(lr)
     assert {k: config[k] for k in paper} == paper
