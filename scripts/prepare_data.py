@@ -15,11 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-try:
-    from losia_factory.reproduce.data import SOURCES, DataPreparationError, prepare_dataset
-except ImportError:  # run from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from losia_factory.reproduce.data import SOURCES, DataPreparationError, prepare_dataset
+from losia_factory.reproduce.data import SOURCES, DataPreparationError, prepare_dataset
 
 
 def parse_count(text: str) -> int:

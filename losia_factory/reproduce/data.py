@@ -319,7 +319,7 @@ def _explain(err: Exception, spec: Source, revision: str | None) -> DataPreparat
     """A loading error rephrased: which dataset, what went wrong, what to do."""
     chain = list(_chain(err))
     detail = f"{type(err).__name__}: {err}"
-    local = f"--source {spec.key}=PATH (a copy of the split in the dataset's own schema: .json/.jsonl/.parquet)"
+    local = f"--source {spec.key}=PATH (a copy of the split in the dataset's own schema: {'/'.join(LOCAL_FORMATS)})"
     if any(_is_gated(e) for e in chain):
         return DataPreparationError(
             f"{spec.where} is gated or needs authentication: accept its terms on "
@@ -387,9 +387,8 @@ def _local_files(path: Path, spec: Source) -> list[Path]:
         if p.is_file() and p.suffix in LOCAL_FORMATS and not any(s.startswith(".") for s in p.relative_to(path).parts)
     )
     # A snapshot of a hub repository holds every config and split (``ARC-Easy/test-*.parquet``): keep ours.
-    for name in (spec.config, spec.split):
-        narrowed = [f for f in files if name and any(_matches(s, name) for s in f.relative_to(path).parts)]
-        files = narrowed or files
+    for name in filter(None, (spec.config, spec.split)):
+        files = [f for f in files if any(_matches(s, name) for s in f.relative_to(path).parts)] or files
     if not files:
         raise DataPreparationError(f"--source {spec.key}={path}: the folder holds no {', '.join(LOCAL_FORMATS)} file.")
     if len({LOCAL_FORMATS[f.suffix] for f in files}) > 1:

@@ -93,7 +93,7 @@ def _local_copy(tmp_path: Path, key: str, rows: int) -> Path:
 @pytest.fixture
 def local(tmp_path):
     """``local(key, n)`` -> a .jsonl copy of n rows of key's split in its real schema."""
-    return lambda key, n=12, suffix=".jsonl": _write_rows(tmp_path / f"{key}-{n}{suffix}", key, n)
+    return lambda key, n=12: _write_rows(tmp_path / f"{key}-{n}.jsonl", key, n)
 
 
 def _records(path: Path) -> list[dict]:
