@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint format demo docs recipes bench bench-quick clean
+.PHONY: setup test test-fast lint format demo docs recipes bench bench-quick quality clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/setup_dev.sh
 	bash scripts/setup_dev.sh
@@ -28,6 +28,9 @@ bench-quick: $(STAMP)  ## smoke run of the training-cost benchmark (small model,
 bench: $(STAMP)  ## the CPU benchmark of docs/benchmarks.md (~30 min on 2 cores)
 	$(VENV)/bin/losia-factory benchmark --json docs/bench/cpu.json --plot docs/images/benchmark_cpu.png \
 		--activation-sweep 1/16,1/8,1/4,1/2
+
+quality: $(STAMP)  ## LoSiA vs LoRA vs full fine-tuning on SmolLM2-135M (CPU, offline; hours; resumable) -> docs/quality.md
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/quality.py $(QUALITY_ARGS)
 
 docs: $(STAMP)  ## regenerate docs/arguments.md from the argument dataclass
 	$(PY) scripts/gen_arguments_doc.py

@@ -13,6 +13,7 @@ from .discovery import find_decoder_layers, find_output_layer, find_target_linea
 from .optimizer import LosiaAdamW
 from .selection import subnet_size
 from .subnet import BLOCK, SubnetTarget, remove_subnet
+from .tied import TiedEmbedding, find_tied_embedding
 
 ATTACHMENT = "losia_attachment"
 
@@ -37,6 +38,7 @@ class LosiaAttachment:
     extra_params: list[nn.Parameter]
     layout: LosiaLayout
     generator: torch.Generator
+    tied_embedding: TiedEmbedding | None = None
 
 
 def prepare_losia(model: nn.Module, config: LosiaConfig | None = None) -> LosiaAttachment:
@@ -59,16 +61,39 @@ def prepare_losia(model: nn.Module, config: LosiaConfig | None = None) -> LosiaA
     layers_name, layers = find_decoder_layers(model, config.layers_path)
     exclude = (output.module,) if output is not None else ()
     per_layer = [refs for refs in find_target_linears(layers_name, layers, config.target_modules, exclude) if refs]
+    # p_o = 1 would make the output block the whole weight: nothing left to localize, so it trains densely on the
+    # base schedule (the paper's FFTO variant) instead of as a group with importance buffers, resets and rewarms.
+    dense_output = output if output is not None and config.output_rank_factor >= 1.0 else None
+    subnet_output = output if dense_output is None else None
 
     target_weights = {id(ref.module.weight) for refs in per_layer for ref in refs}
     if output is not None:
         target_weights.add(id(output.module.weight))
     extra_named = _match_extra(model, config.extra_trainable, target_weights)
+    if dense_output is not None:
+        extra_named.append((f"{dense_output.name}.weight", dense_output.module.weight))
 
     for param in model.parameters():
         param.requires_grad_(False)
     generator = torch.Generator().manual_seed(config.seed)
+    # Group numbers: the decoder layers in order, with the output layer's group before them ("first", as in the
+    # authors' code: it gets its first localization T steps into training) or after them ("last").
+    first = subnet_output is not None and config.output_order == "first"
+    offset = 1 if first else 0
     targets: list[SubnetTarget] = []
+    output_target = None
+    if subnet_output is not None:
+        vocab = subnet_output.module.weight.shape[0]
+        output_target = SubnetTarget(
+            subnet_output.name,
+            subnet_output.module,
+            0 if first else len(per_layer),
+            subnet_size(vocab, config.output_rank_factor),
+            None,
+            config.pro,
+            generator,
+        )
+    # The output layer's random rows are drawn first either way, so both orders start from the same subnets.
     for group, refs in enumerate(per_layer):
         for ref in refs:
             out_features, in_features = ref.module.weight.shape
@@ -76,7 +101,7 @@ def prepare_losia(model: nn.Module, config: LosiaConfig | None = None) -> LosiaA
                 SubnetTarget(
                     ref.name,
                     ref.module,
-                    group,
+                    group + offset,
                     subnet_size(out_features, config.rank_factor),
                     subnet_size(in_features, config.rank_factor),
                     config.pro,
@@ -84,29 +109,27 @@ def prepare_losia(model: nn.Module, config: LosiaConfig | None = None) -> LosiaA
                 )
             )
     num_groups = len(per_layer)
-    if output is not None:
-        vocab = output.module.weight.shape[0]
-        targets.append(
-            SubnetTarget(
-                output.name,
-                output.module,
-                num_groups,
-                subnet_size(vocab, config.output_rank_factor),
-                None,
-                config.pro,
-                generator,
-            )
-        )
+    tied = None
+    if output_target is not None:
+        if first:
+            targets.insert(0, output_target)
+        else:
+            targets.append(output_target)
         num_groups += 1
+        embedding = find_tied_embedding(model, output_target.module)
+        if embedding is not None:
+            tied = TiedEmbedding(embedding, output_target.module, config.pro)
     for _, param in extra_named:
         param.requires_grad_(True)
     layout = LosiaLayout(
         layers_path=layers_name,
         groups=tuple(tuple(t.name for t in targets if t.group == g) for g in range(num_groups)),
-        output_layer=None if output is None else output.name,
+        output_layer=None if subnet_output is None else subnet_output.name,
         extra_trainable=tuple(name for name, _ in extra_named),
     )
-    attachment = LosiaAttachment(config, targets, num_groups, [p for _, p in extra_named], layout, generator)
+    attachment = LosiaAttachment(
+        config, targets, num_groups, [p for _, p in extra_named], layout, generator, tied_embedding=tied
+    )
     model.losia_attachment = attachment
     return attachment
 
@@ -191,9 +214,12 @@ def detach_losia(model: nn.Module) -> nn.Module:
     that were trained as ``extra_trainable``).
     """
     for module in model.modules():
+        attachment = module.__dict__.pop(ATTACHMENT, None)
+        if attachment is not None and attachment.tied_embedding is not None:
+            attachment.tied_embedding.remove()
+    for module in model.modules():
         if hasattr(module, BLOCK):
             remove_subnet(module)
-        module.__dict__.pop(ATTACHMENT, None)
     return model
 
 

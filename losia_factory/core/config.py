@@ -11,6 +11,8 @@ import torch
 IMPORTANCE_KINDS = ("sensitivity", "gradient")
 MODES = ("async", "sync", "once", "fixed")
 STRATEGIES = ("best", "input_first", "output_first")
+ADAM_RESETS = ("moments", "state")
+OUTPUT_ORDERS = ("first", "last")
 IMPORTANCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -32,9 +34,11 @@ class LosiaConfig:
         time_slot: Time slot T >= 1, in optimizer steps. A group measures importance for T steps, reselects its
             subnet, then rewarms its learning rate for T steps.
         output_rank_factor: Output-layer factor p_o in [0, 1]. The output layer (lm_head) trains floor(p_o*vocab)
-            output neurons with all input neurons, as one more group. 0 leaves the output layer frozen.
+            output neurons with all input neurons, as one more group. 0 leaves the output layer frozen; 1 trains it
+            densely on the base schedule, outside the groups (the paper's FFTO variant). When the output layer
+            shares its weight with the input embedding, both uses contribute to its gradient and importance.
         importance: "sensitivity" (|W*G - (W*G)^2/2| with EMA smoothing and uncertainty, Eqs. 3-6) or
-            "gradient" (|G| with the same smoothing; the paper's GL ablation).
+            "gradient" (|G| of the window's last step, with no EMA buffers; the paper's GL ablation).
         ema_betas: EMA factors (beta1, beta2) of the importance (Eq. 4) and the uncertainty (Eq. 5), each in (0, 1).
         mode: "async" (one group measures per time slot, the paper's method), "sync" (all groups measure in the
             same slot and reselect together; the SL ablation), "once" (each group localizes once, in its first
@@ -56,6 +60,11 @@ class LosiaConfig:
         seed: Seed of the random initial subnets. Every process with the same seed picks the same subnets.
         rewarm: Rewarm a group's learning rate linearly over the T steps after each of its reselections (Eq. 8).
             False keeps the base schedule throughout (the paper's WDS ablation).
+        adam_reset: What a reselection clears in the group's Adam state (Algorithm 2, line 34): "moments" zeroes
+            the first and second moments and keeps the step count, as the authors' code does (bias correction
+            continues from the step reached); "state" drops the whole state, so bias correction restarts.
+        output_order: Where the output layer's group stands in the measuring order: "first" (it measures in the
+            first slot, as in the authors' code) or "last" (after every decoder layer).
     """
 
     rank_factor: float = field(
@@ -72,12 +81,15 @@ class LosiaConfig:
         default=0.125,
         metadata={
             "help": "Output-layer factor p_o in [0, 1]: the output layer trains floor(p_o*vocab) output neurons with "
-            "all input neurons, as one more group. 0 leaves it frozen."
+            "all input neurons, as one more group. 0 leaves it frozen; 1 trains it densely (FFTO)."
         },
     )
     importance: Literal["sensitivity", "gradient"] = field(
         default="sensitivity",
-        metadata={"help": "Importance score: 'sensitivity' (|W*G - (W*G)^2/2|, Eq. 3) or 'gradient' (|G|)."},
+        metadata={
+            "help": "Importance score: 'sensitivity' (|W*G - (W*G)^2/2|, Eq. 3, smoothed) or 'gradient' (|G| of "
+            "the window's last step)."
+        },
     )
     ema_betas: tuple[float, float] = field(
         default=(0.85, 0.85),
@@ -121,6 +133,18 @@ class LosiaConfig:
     rewarm: bool = field(
         default=True,
         metadata={"help": "Rewarm a group's learning rate over the T steps after each reselection (Eq. 8)."},
+    )
+
+    adam_reset: Literal["moments", "state"] = field(
+        default="moments",
+        metadata={
+            "help": "What reselection clears in Adam's state: 'moments' (zero the moments, keep the step count) or "
+            "'state' (drop it all, bias correction restarts)."
+        },
+    )
+    output_order: Literal["first", "last"] = field(
+        default="first",
+        metadata={"help": "Position of the output layer's group in the measuring order: 'first' or 'last'."},
     )
 
     def __post_init__(self) -> None:
@@ -183,6 +207,12 @@ class LosiaConfig:
             raise LosiaConfigError("seed", f"seed must be an integer, got {self.seed!r}.")
         if not isinstance(self.rewarm, bool):
             raise LosiaConfigError("rewarm", f"rewarm must be True or False, got {self.rewarm!r}.")
+        if self.adam_reset not in ADAM_RESETS:
+            raise LosiaConfigError("adam_reset", f"adam_reset must be one of {ADAM_RESETS}, got {self.adam_reset!r}.")
+        if self.output_order not in OUTPUT_ORDERS:
+            raise LosiaConfigError(
+                "output_order", f"output_order must be one of {OUTPUT_ORDERS}, got {self.output_order!r}."
+            )
 
     @property
     def torch_importance_dtype(self) -> torch.dtype:

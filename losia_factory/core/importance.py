@@ -37,6 +37,8 @@ class ImportanceEMA:
     """Smoothed importance ``Ibar`` (Eq. 4) and uncertainty ``Ubar`` (Eq. 5) of one weight during one window.
 
     Buffers start at zero (the start of a measuring window) and are dropped with the object after reselection.
+    With ``kind="gradient"`` (the GL ablation) there are no buffers: the paper drops Ibar and Ubar for it, and the
+    score is ``|G|`` of the latest update.
 
     Args:
         shape: Shape of the weight.
@@ -56,8 +58,12 @@ class ImportanceEMA:
     ) -> None:
         self.beta1, self.beta2 = betas
         self.kind = kind
-        self.ibar = torch.zeros(shape, dtype=dtype, device=device)
-        self.ubar = torch.zeros(shape, dtype=dtype, device=device)
+        self.ibar: torch.Tensor | None = None
+        self.ubar: torch.Tensor | None = None
+        self.latest: torch.Tensor | None = None
+        if kind != "gradient":
+            self.ibar = torch.zeros(shape, dtype=dtype, device=device)
+            self.ubar = torch.zeros(shape, dtype=dtype, device=device)
         self.updates = 0
 
     def update(self, weight: torch.Tensor, grad: torch.Tensor, consume_grad: bool = False) -> None:
@@ -70,6 +76,10 @@ class ImportanceEMA:
             current = _importance_in_place(grad, weight, self.kind)
         else:
             current = sensitivity(weight, grad, self.kind)
+        self.updates += 1
+        if self.ibar is None or self.ubar is None:
+            self.latest = current
+            return
         ibar = self.ibar if self.ibar.dtype == torch.float32 else self.ibar.float()
         ubar = self.ubar if self.ubar.dtype == torch.float32 else self.ubar.float()
         ibar.mul_(self.beta1).add_(current, alpha=1.0 - self.beta1)
@@ -79,16 +89,23 @@ class ImportanceEMA:
         if ibar is not self.ibar:
             self.ibar.copy_(ibar)
             self.ubar.copy_(ubar)
-        self.updates += 1
 
     def score(self) -> torch.Tensor:
-        """``s = Ibar * Ubar`` (Eq. 6), float32."""
+        """``s = Ibar * Ubar`` (Eq. 6), float32; ``|G|`` of the latest update for gradient importance."""
+        if self.ibar is None or self.ubar is None:
+            if self.latest is None:
+                raise RuntimeError("gradient importance has no update to score yet")
+            return self.latest.float()
         return self.ibar.float() * self.ubar.float()
 
-    def state_dict(self) -> dict[str, torch.Tensor | int]:
-        return {"ibar": self.ibar, "ubar": self.ubar, "updates": self.updates}
+    def state_dict(self) -> dict[str, torch.Tensor | int | None]:
+        return {"ibar": self.ibar, "ubar": self.ubar, "latest": self.latest, "updates": self.updates}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor | int]) -> None:
-        self.ibar.copy_(state["ibar"])
-        self.ubar.copy_(state["ubar"])
+    def load_state_dict(self, state: dict[str, torch.Tensor | int | None]) -> None:
+        for name in ("ibar", "ubar"):
+            mine, saved = getattr(self, name), state.get(name)
+            if mine is not None and saved is not None:
+                mine.copy_(saved)
+        if state.get("latest") is not None:
+            self.latest = state["latest"].clone()
         self.updates = int(state["updates"])

@@ -172,16 +172,27 @@ class LosiaAdamW(torch.optim.AdamW):
             if target.sink is not None:
                 target.sink.take()
 
+    def _measured_groups(self, step: int) -> tuple[int, ...]:
+        """The groups that need the full weight gradient of ``step``.
+
+        Sensitivity importance smooths over the whole window (Eqs. 4-5). Gradient importance (the GL ablation) keeps
+        no buffers: the score is |G| of the window's last step, so only that step's gradient is collected.
+        """
+        scoring = self.schedule.scoring_groups(step)
+        if self.config.importance == "gradient":
+            return tuple(g for g in scoring if self.schedule.reselects_after(step, g))
+        return scoring
+
     def _arm(self, step: int) -> None:
         """Let the groups measuring at ``step`` collect full weight gradients; the others stop."""
-        scoring = set(self.schedule.scoring_groups(step))
+        scoring = set(self._measured_groups(step))
         for target in self.targets:
             target.set_measuring(target.group in scoring)
 
     def _update_importance(self, step: int) -> tuple[int, ...]:
         """Fold the gradients collected during ``step`` into the EMAs of the measuring groups; returns the groups."""
-        scoring = self.schedule.scoring_groups(step)
-        fresh = self.schedule.is_window_start(step)
+        scoring = self._measured_groups(step)
+        fresh = self.schedule.is_window_start(step) or self.config.importance == "gradient"
         distributed = data_parallel_size() > 1
         measured = []
         for group in scoring:
@@ -224,17 +235,29 @@ class LosiaAdamW(torch.optim.AdamW):
             del score
             if masters is None:
                 target.move_to(out_idx, in_idx)
-                # Fresh Adam moments and bias correction for the new block (Algorithm 2, line 34).
-                self.state.pop(target.block, None)
+                self._reset_adam_state(target.block)
             else:
                 masters.set(target.block, target.move_to(out_idx, in_idx, old_master=masters.get(target.block)))
         if masters is not None:
             # The engine steps one flat fp32 partition per param group, with one Adam state (moments and step
-            # count) for the whole group: zero it in place, as the engine keeps views of these tensors.
+            # count) for the whole group: reset it in place, as the engine keeps views of these tensors.
             for param in self.param_group_of(group)["params"]:
-                for value in self.state.get(param, {}).values():
-                    if torch.is_tensor(value):
-                        value.zero_()
+                self._reset_adam_state(param)
+
+    def _reset_adam_state(self, param: torch.Tensor) -> None:
+        """Fresh Adam state for a relocated block (Algorithm 2, line 34), as ``config.adam_reset`` says.
+
+        "moments" zeroes the moments and keeps the step count: the first updates on the new block then use the bias
+        correction of the step reached (the authors' code). "state" also restarts the step count.
+        """
+        state = self.state.get(param)
+        if not state:
+            return
+        for key, value in state.items():
+            if torch.is_tensor(value) and (key != "step" or self.config.adam_reset == "state"):
+                value.zero_()
+            elif key == "step" and self.config.adam_reset == "state":
+                state[key] = 0
 
     def _warn_if_no_rewarm(self) -> None:
         if self.rewarm_attached or self._warned_no_rewarm or self.config.mode == "fixed" or not self.config.rewarm:

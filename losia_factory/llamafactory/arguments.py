@@ -25,6 +25,8 @@ CONFIG_TO_ARGUMENT = {
     "layers_path": "losia_layers_path",
     "seed": "losia_seed",
     "rewarm": "losia_rewarm",
+    "adam_reset": "losia_adam_reset",
+    "output_order": "losia_output_order",
 }
 
 
@@ -51,15 +53,16 @@ class LosiaArguments:
         default=0.125,
         metadata={
             "help": "Output-layer factor p_o in [0, 1]: lm_head trains floor(p_o*vocab) output neurons with all "
-            "inputs, as one more layer group. 0 keeps lm_head frozen. Paper: 1/64 (Gemma-2B), 1/8 (LLaMA-2 7B), "
+            "inputs, as one more layer group (a tied input embedding's gradient counts too). 0 keeps lm_head "
+            "frozen; 1 trains it densely on the base schedule (FFTO). Paper: 1/64 (Gemma-2B), 1/8 (LLaMA-2 7B), "
             "1 (13B)."
         },
     )
     losia_importance: Literal["sensitivity", "gradient"] = field(
         default="sensitivity",
         metadata={
-            "help": "Importance score: 'sensitivity' (|W*G - (W*G)^2/2|, paper Eq. 3) or 'gradient' (|G|, the GL "
-            "ablation)."
+            "help": "Importance score: 'sensitivity' (|W*G - (W*G)^2/2|, paper Eq. 3, smoothed by Eqs. 4-6) or "
+            "'gradient' (|G| of the time slot's last step, no buffers: the GL ablation)."
         },
     )
     losia_ema_beta1: float = field(
@@ -127,6 +130,21 @@ class LosiaArguments:
             "Eq. 8). False keeps the base schedule (the WDS ablation)."
         },
     )
+    losia_adam_reset: Literal["moments", "state"] = field(
+        default="moments",
+        metadata={
+            "help": "What a reselection clears in the layer group's Adam state (paper Algorithm 2): 'moments' zeroes "
+            "the moments and keeps the step count (the authors' code); 'state' also restarts the step count, so "
+            "bias correction starts again."
+        },
+    )
+    losia_output_order: Literal["first", "last"] = field(
+        default="first",
+        metadata={
+            "help": "When lm_head measures importance: 'first' (in the first time slot, as in the authors' code, so "
+            "it leaves its random rows after T steps) or 'last' (after every decoder layer)."
+        },
+    )
 
 
 def extra_module_patterns(value: str | None) -> tuple[str, ...]:
@@ -162,6 +180,8 @@ def build_losia_config(args: LosiaArguments) -> LosiaConfig:
             layers_path=args.losia_layers_path or "",
             seed=args.losia_seed,
             rewarm=args.losia_rewarm,
+            adam_reset=args.losia_adam_reset,
+            output_order=args.losia_output_order,
         )
     except LosiaConfigError as err:
         raise ValueError(argument_error(err)) from None

@@ -174,6 +174,29 @@ LOCALES: dict[str, dict[str, dict[str, str]]] = {
         "ko": {"label": "재워밍업", "info": "계층이 재선택한 뒤 학습률을 다시 올립니다(논문)."},
         "ja": {"label": "再ウォームアップ", "info": "層の再選択後に学習率を再び立ち上げます（論文）。"},
     },
+    "losia_adam_reset": {
+        "en": {
+            "label": "Adam reset",
+            "info": "At reselection: zero the moments (keep the step) or drop the whole state.",
+        },
+        "ru": {
+            "label": "Сброс Adam",
+            "info": "При перевыборе: обнулить моменты (шаг сохранить) или сбросить всё состояние.",
+        },
+        "zh": {"label": "Adam 重置", "info": "重选时：清零一阶/二阶矩（保留步数）或丢弃全部状态。"},
+        "ko": {"label": "Adam 초기화", "info": "재선택 시: 모멘트만 0으로(스텝 유지) 또는 상태 전체 삭제."},
+        "ja": {
+            "label": "Adam のリセット",
+            "info": "再選択時: モーメントのみ 0 に（ステップ維持）、または状態をすべて破棄。",
+        },
+    },
+    "losia_output_order": {
+        "en": {"label": "lm_head order", "info": "lm_head measures importance in the first or in the last time slot."},
+        "ru": {"label": "Порядок lm_head", "info": "lm_head оценивает важность в первом или в последнем интервале."},
+        "zh": {"label": "lm_head 顺序", "info": "lm_head 在第一个或最后一个时间槽计算重要性。"},
+        "ko": {"label": "lm_head 순서", "info": "lm_head가 첫 번째 또는 마지막 타임 슬롯에서 중요도를 측정합니다."},
+        "ja": {"label": "lm_head の順番", "info": "lm_head が最初または最後のタイムスロットで重要度を測ります。"},
+    },
 }
 
 # Alert key -> {lang: message}, shown instead of starting a run LoSiA cannot do.
@@ -248,6 +271,10 @@ def create_losia_accordion() -> dict[str, Any]:
             )
             layers_path = gr.Textbox(value="", elem_id="losia_layers_path")
             seed = gr.Number(value=defaults.losia_seed, precision=0, elem_id="losia_seed")
+            adam_reset = gr.Dropdown(["moments", "state"], value=defaults.losia_adam_reset, elem_id="losia_adam_reset")
+            output_order = gr.Dropdown(
+                ["first", "last"], value=defaults.losia_output_order, elem_id="losia_output_order"
+            )
     return dict(
         losia_tab=losia_tab,
         losia_note=losia_note,
@@ -266,6 +293,8 @@ def create_losia_accordion() -> dict[str, Any]:
         losia_layers_path=layers_path,
         losia_seed=seed,
         losia_rewarm=rewarm,
+        losia_adam_reset=adam_reset,
+        losia_output_order=output_order,
     )
 
 

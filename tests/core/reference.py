@@ -41,13 +41,18 @@ def hand_greedy(score: torch.Tensor, n_out: int, n_in: int | None) -> tuple[torc
 class DenseReference:
     """Dense LoSiA on ``model`` (async mode, sensitivity or gradient importance, constant base lr after warm-up).
 
+    A tied output layer needs nothing special here: its weight is the embedding's, so autograd's gradient already
+    sums both uses.
+
     Args:
         model: A copy of the model; its target weights get ``requires_grad`` here.
-        targets: ``[(module_name, group, n_out, n_in or None, out_idx, in_idx)]`` with the initial indices.
+        targets: ``[(module_name, group, n_out, n_in or None, out_idx, in_idx)]`` with the initial indices; a
+            ``group`` of None trains the whole weight with plain AdamW on the base schedule (a dense output layer).
         groups, slot, warmup: The schedule.
         lr_at: ``lr_at(step) -> base learning rate``.
         betas, eps, weight_decay: AdamW.
-        ema_betas, kind: Importance settings.
+        ema_betas, kind: Importance settings (``"gradient"``: |G| of the window's last step, no EMA).
+        adam_reset: ``"moments"`` (reselection zeroes m and v, the step count goes on) or ``"state"`` (also t = 0).
     """
 
     def __init__(
@@ -63,6 +68,7 @@ class DenseReference:
         weight_decay=0.0,
         ema_betas=(0.85, 0.85),
         kind="sensitivity",
+        adam_reset="moments",
     ) -> None:
         self.model = model
         for p in model.parameters():
@@ -89,7 +95,7 @@ class DenseReference:
             )
         self.groups, self.slot, self.warmup, self.lr_at = groups, slot, warmup, lr_at
         self.betas, self.eps, self.wd = betas, eps, weight_decay
-        self.ema_betas, self.kind = ema_betas, kind
+        self.ema_betas, self.kind, self.adam_reset = ema_betas, kind, adam_reset
         self.step_count = 0
 
     def _mask(self, t, full):
@@ -107,27 +113,33 @@ class DenseReference:
         with torch.no_grad():
             for t in self.targets:
                 grad = t["w"].grad.detach().clone()
-                if t["group"] == scoring:
+                if t["group"] == scoring and self.kind == "gradient":
+                    t["ibar"], t["ubar"] = grad.abs(), torch.ones_like(grad)  # the last step's |G| wins
+                elif t["group"] == scoring:
                     if s % self.slot == 0:
                         t["ibar"] = torch.zeros_like(grad)
                         t["ubar"] = torch.zeros_like(grad)
                     wg = t["w"] * grad
-                    imp = grad.abs() if self.kind == "gradient" else (wg - 0.5 * wg**2).abs()
+                    imp = (wg - 0.5 * wg**2).abs()
                     t["ibar"] = b1 * t["ibar"] + (1 - b1) * imp
                     t["ubar"] = b2 * t["ubar"] + (1 - b2) * (imp - t["ibar"]).abs()
-                g = self._mask(t, grad)
+                g = grad if t["group"] is None else self._mask(t, grad)
                 if t["m"] is None:
                     t["m"], t["v"] = torch.zeros_like(g), torch.zeros_like(g)
                 t["t"] += 1
-                lr = self.lr_at(s) * hand_rewarm(s, t["group"], self.groups, self.slot, self.warmup)
+                lr = self.lr_at(s)
+                if t["group"] is not None:
+                    lr *= hand_rewarm(s, t["group"], self.groups, self.slot, self.warmup)
                 beta1, beta2 = self.betas
                 t["m"] = beta1 * t["m"] + (1 - beta1) * g
                 t["v"] = beta2 * t["v"] + (1 - beta2) * g * g
                 mhat = t["m"] / (1 - beta1 ** t["t"])
                 vhat = t["v"] / (1 - beta2 ** t["t"])
-                block = self._mask(t, t["w"].detach())
+                block = t["w"].detach() if t["group"] is None else self._mask(t, t["w"].detach())
                 block = block * (1 - lr * self.wd) - lr * mhat / (vhat.sqrt() + self.eps)
-                if t["in"] is None:
+                if t["group"] is None:
+                    t["w"].copy_(block)
+                elif t["in"] is None:
                     t["w"][t["out"]] = block
                 else:
                     t["w"][t["out"][:, None], t["in"][None, :]] = block
@@ -136,7 +148,8 @@ class DenseReference:
                     score = t["ibar"] * t["ubar"]
                     t["out"], t["in"] = hand_greedy(score, t["n_out"], t["n_in"])
                     t["m"] = t["v"] = t["ibar"] = t["ubar"] = None
-                    t["t"] = 0
+                    if self.adam_reset == "state":
+                        t["t"] = 0
         self.step_count += 1
 
 

@@ -67,3 +67,28 @@ def test_same_seed_same_initial_subnets():
     c = attach_losia(make_toy(), LosiaConfig(seed=4), lr=1e-3)
     assert all(torch.equal(x.out_idx, y.out_idx) for x, y in zip(a.targets, b.targets))
     assert not all(torch.equal(x.out_idx, y.out_idx) for x, y in zip(a.targets, c.targets))
+
+
+@pytest.mark.parametrize("order", ["first", "last"])
+def test_output_order_places_the_output_group(order):
+    model = make_toy(layers=3)
+    opt = attach_losia(model, LosiaConfig(rank_factor=0.5, output_rank_factor=0.25, output_order=order), lr=1e-2)
+    names = [opt.group_name(g) for g in range(opt.schedule.num_groups)]
+    decoder = [f"model.layers.{i}" for i in range(3)]
+    assert names == (["lm_head", *decoder] if order == "first" else [*decoder, "lm_head"])
+    # Both orders start from the same random subnets.
+    other = make_toy(layers=3)
+    flipped = "last" if order == "first" else "first"
+    other_opt = attach_losia(other, LosiaConfig(rank_factor=0.5, output_rank_factor=0.25, output_order=flipped), lr=1)
+    by_name = {t.name: t.out_idx for t in other_opt.targets}
+    assert all(torch.equal(t.out_idx, by_name[t.name]) for t in opt.targets)
+
+
+def test_full_output_rank_trains_the_output_layer_densely():
+    """p_o = 1 leaves nothing to localize: lm_head becomes a plain trainable weight on the base schedule."""
+    model = make_toy(layers=2)
+    opt = attach_losia(model, LosiaConfig(rank_factor=0.5, output_rank_factor=1.0), lr=1e-2)
+    assert opt.schedule.num_groups == 2 and all(t.name != "lm_head" for t in opt.targets)
+    assert model.lm_head.weight.requires_grad and not hasattr(model.lm_head, "losia_block")
+    assert opt.param_groups[0]["params"] == [model.lm_head.weight]
+    assert opt.layout.output_layer is None and opt.layout.extra_trainable == ("lm_head.weight",)

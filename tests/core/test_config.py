@@ -30,6 +30,8 @@ from losia_factory.core import LosiaConfig, LosiaConfigError
         (dict(importance_dtype="int8"), "importance_dtype"),
         (dict(seed="1"), "seed"),
         (dict(rewarm="no"), "rewarm"),
+        (dict(adam_reset="all"), "adam_reset"),
+        (dict(output_order="middle"), "output_order"),
     ],
 )
 def test_bad_values_name_the_field(kwargs, field):

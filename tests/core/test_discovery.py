@@ -42,8 +42,9 @@ def test_hf_architectures(arch):
     opt = attach_losia(model, LosiaConfig(rank_factor=0.25, output_rank_factor=0.125, time_slot=1), lr=1e-2)
     LosiaLRScheduler(opt, num_training_steps=10)
     assert opt.layout.layers_path == "model.layers"
-    assert opt.layout.groups[:2] == tuple(tuple(f"model.layers.{i}.{p}" for p in PROJ) for i in range(2))
-    assert opt.layout.groups[2] == ("lm_head",) and opt.layout.output_layer == "lm_head"
+    # The output layer's group measures first (the default output_order), then the decoder layers in order.
+    assert opt.layout.groups[0] == ("lm_head",) and opt.layout.output_layer == "lm_head"
+    assert opt.layout.groups[1:] == tuple(tuple(f"model.layers.{i}.{p}" for p in PROJ) for i in range(2))
     q = model.model.layers[0].self_attn.q_proj
     assert q.losia_block.shape == (8, 8)
     if arch == "qwen2":

@@ -25,23 +25,40 @@ def test_sensitivity_rejects_bad_input():
 
 
 @pytest.mark.parametrize("consume", [False, True])
-@pytest.mark.parametrize("kind", ["sensitivity", "gradient"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 2e-2)])
-def test_ema_and_uncertainty_against_loop(kind, dtype, tol, consume):
+def test_ema_and_uncertainty_against_loop(dtype, tol, consume):
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(3, 4, generator=gen)
     grads = [torch.randn(3, 4, generator=gen) for _ in range(5)]
     b1, b2 = 0.85, 0.7
-    ema = ImportanceEMA(w.shape, (b1, b2), kind, dtype=dtype)
+    ema = ImportanceEMA(w.shape, (b1, b2), "sensitivity", dtype=dtype)
     ibar = torch.zeros(3, 4)
     ubar = torch.zeros(3, 4)
     for g in grads:
         ema.update(w, g.clone(), consume_grad=consume)
-        i = g.abs() if kind == "gradient" else (w * g - 0.5 * (w * g) ** 2).abs()
+        i = (w * g - 0.5 * (w * g) ** 2).abs()
         ibar = b1 * ibar + (1 - b1) * i
         ubar = b2 * ubar + (1 - b2) * (i - ibar).abs()
     assert ema.ibar.dtype == dtype and ema.updates == 5
     assert torch.allclose(ema.score(), ibar * ubar, rtol=tol, atol=tol * 1e-2)
-    clone = ImportanceEMA(w.shape, (b1, b2), kind, dtype=dtype)
+    clone = ImportanceEMA(w.shape, (b1, b2), "sensitivity", dtype=dtype)
+    clone.load_state_dict(ema.state_dict())
+    assert torch.equal(clone.score(), ema.score())
+
+
+@pytest.mark.parametrize("consume", [False, True])
+def test_gradient_importance_keeps_no_buffers_and_scores_the_latest_gradient(consume):
+    """The GL ablation: no Ibar/Ubar (the paper drops them for it); the score is |G| of the last update."""
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(3, 4, generator=gen)
+    grads = [torch.randn(3, 4, generator=gen) for _ in range(3)]
+    ema = ImportanceEMA(w.shape, (0.85, 0.85), "gradient")
+    assert ema.ibar is None and ema.ubar is None
+    with pytest.raises(RuntimeError, match="no update"):
+        ema.score()
+    for g in grads:
+        ema.update(w, g.clone(), consume_grad=consume)
+    assert torch.equal(ema.score(), grads[-1].abs()) and ema.updates == 3
+    clone = ImportanceEMA(w.shape, (0.85, 0.85), "gradient")
     clone.load_state_dict(ema.state_dict())
     assert torch.equal(clone.score(), ema.score())

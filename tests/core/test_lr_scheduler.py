@@ -46,7 +46,7 @@ def test_group_lrs_are_base_times_rewarm():
         opt.step()
         sched.step()
         opt.zero_grad()
-    assert [g["name"] for g in opt.param_groups] == ["extra", "model.layers.0", "model.layers.1", "lm_head"]
+    assert [g["name"] for g in opt.param_groups] == ["extra", "lm_head", "model.layers.0", "model.layers.1"]
     assert sched.rewarm.warmup_steps == 3 and opt.global_step == sched.last_epoch
 
 

@@ -48,14 +48,14 @@ def target_weights(model, opt):
     return [model.get_submodule(t.name).weight.detach().clone() for t in opt.targets]
 
 
-@pytest.mark.parametrize("kind", ["sensitivity", "gradient"])
-@pytest.mark.parametrize("bias", [False, True])
-def test_pro_and_plain_match_dense_reference(kind, bias):
+def check_against_reference(*, kind="sensitivity", bias=False, tie=False, adam_reset="moments", output_rank=0.25):
+    """Train Pro, plain and the dense reference on the same batches; all three must agree."""
     steps = 4 * (3 + 1) * SLOT // 2 + 1  # well past the first reselection of every group (incl. the output layer)
     batches = make_batches(steps)
     results = {}
+    cfg = dict(importance=kind, adam_reset=adam_reset, output_rank_factor=output_rank)
     for pro in (True, False):
-        model, opt, sched = build(pro, bias=bias, importance=kind, steps=steps)
+        model, opt, sched = build(pro, bias=bias, tie=tie, steps=steps, **cfg)
         if pro:
             init = [
                 (
@@ -68,24 +68,32 @@ def test_pro_and_plain_match_dense_reference(kind, bias):
                 )
                 for t in opt.targets
             ]
+            if output_rank >= 1.0:  # the dense output layer: plain AdamW on the whole weight
+                n_out = model.lm_head.weight.shape[0]
+                init.append(("lm_head", None, n_out, None, torch.arange(n_out), None))
+            groups = opt.schedule.num_groups
         train(model, opt, sched, batches)
-        results[pro] = (target_weights(model, opt), [t.out_idx.clone() for t in opt.targets])
+        results[pro] = (
+            [model.get_submodule(t[0]).weight.detach().clone() for t in init],
+            [t.out_idx.clone() for t in opt.targets],
+        )
 
-    ref_model = make_toy(bias=bias)
+    ref_model = make_toy(bias=bias, tie=tie)
     ref = DenseReference(
         ref_model,
         init,
-        groups=4,
+        groups=groups,
         slot=SLOT,
         warmup=WARMUP,
         lr_at=constant_after_warmup(LR, WARMUP),
         weight_decay=0.01,
         kind=kind,
+        adam_reset=adam_reset,
     )
     for batch in batches:
         ref.step(lambda m, b=batch: m.loss(b).backward())
     ref_weights = [ref_model.get_submodule(t[0]).weight.detach() for t in init]
-    ref_out = [t["out"] for t in ref.targets]
+    ref_out = [t["out"] for t in ref.targets if t["group"] is not None]
 
     # Reselection really happened and picked the same neurons everywhere.
     assert any(not torch.equal(a[4], b) for a, b in zip(init, ref_out))
@@ -95,9 +103,26 @@ def test_pro_and_plain_match_dense_reference(kind, bias):
     assert max_abs_diff(results[True][0], ref_weights) < 1e-6
     assert max_abs_diff(results[False][0], ref_weights) < 1e-6
     # The weights did move, by about lr per step.
-    original = make_toy(bias=bias)
+    original = make_toy(bias=bias, tie=tie)
     moved = max_abs_diff(results[True][0], [original.get_submodule(t[0]).weight for t in init])
     assert moved > 10 * LR
+
+
+@pytest.mark.parametrize("kind", ["sensitivity", "gradient"])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("adam_reset", ["moments", "state"])
+def test_pro_and_plain_match_dense_reference(kind, bias, adam_reset):
+    check_against_reference(kind=kind, bias=bias, adam_reset=adam_reset)
+
+
+@pytest.mark.parametrize("output_rank", [0.25, 1.0])
+def test_tied_output_layer_matches_dense_reference(output_rank):
+    """The tied weight's block (or, at p_o = 1, the whole weight) gets the gradient of both of its uses."""
+    check_against_reference(tie=True, output_rank=output_rank)
+
+
+def test_dense_output_layer_matches_dense_reference():
+    check_against_reference(output_rank=1.0)
 
 
 def test_only_blocks_change_within_a_window():
@@ -234,7 +259,7 @@ def test_pro_keeps_no_full_gradients_and_saves_partial_inputs():
 
 def test_tied_output_layer_trains_shared_rows_only():
     model, opt, sched = build(True, tie=True)
-    out = opt.targets[-1]
+    out = opt.targets[0]
     assert out.name == "lm_head" and out.in_idx is None
     before = model.model.embed_tokens.weight.detach().clone()
     train(model, opt, sched, make_batches(2))

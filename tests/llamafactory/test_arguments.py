@@ -54,6 +54,8 @@ def test_losia_fields_reach_the_config(assets, tmp_path):
         losia_importance_dtype="bfloat16",
         losia_seed=3,
         losia_rewarm=False,
+        losia_adam_reset="state",
+        losia_output_order="last",
     )
     cfg = finetuning_args.losia_config
     assert finetuning_args.finetuning_type == "losia"
@@ -61,6 +63,7 @@ def test_losia_fields_reach_the_config(assets, tmp_path):
     assert (cfg.importance, cfg.ema_betas, cfg.mode, cfg.pro) == ("gradient", (0.8, 0.9), "sync", False)
     assert cfg.target_modules == ("q_proj", "v_proj") and cfg.extra_trainable == ("*norm*", "*.bias")
     assert (cfg.selection, cfg.importance_dtype, cfg.seed, cfg.rewarm) == ("input_first", "bfloat16", 3, False)
+    assert (cfg.adam_reset, cfg.output_order) == ("state", "last")
 
 
 @pytest.mark.parametrize(
@@ -75,6 +78,8 @@ def test_losia_fields_reach_the_config(assets, tmp_path):
         ("losia_ema_beta1", 1.0),
         ("losia_mode", "random"),
         ("losia_selection", "top"),
+        ("losia_adam_reset", "everything"),
+        ("losia_output_order", "middle"),
     ],
 )
 def test_bad_values_name_the_argument(assets, tmp_path, field, value):

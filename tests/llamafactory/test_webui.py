@@ -73,6 +73,8 @@ def test_train_tab_holds_every_losia_field_with_labels(engine):
             "layers_path",
             "seed",
             "rewarm",
+            "adam_reset",
+            "output_order",
         )
     } == set(INPUT_NAMES)
     for lang in LANGS:  # LLaMA Board relabels every element it has a locale for; a missing language would raise
