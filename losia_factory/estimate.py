@@ -164,14 +164,16 @@ def _group_sizes(shape: ModelShape, rank_factor: float, output_rank_factor: floa
         subnet_size(out, rank_factor) * subnet_size(inp, rank_factor) for out, inp in shape.linears().values()
     )
     trained_head = output_rank_factor > 0  # p_o = 0: the output layer is frozen and is no LoSiA group
+    # p_o = 1: the output layer trains densely on the base schedule; it never measures importance.
+    head_group = 0 < output_rank_factor < 1
     head_block = subnet_size(shape.vocab_size, output_rank_factor) * shape.hidden_size if trained_head else 0
     return {
         "layer_blocks": layer_blocks,
         "head_block": head_block,
         "trainable": shape.num_layers * layer_blocks + head_block,
         "layer_full": sum(out * inp for out, inp in shape.linears().values()),
-        "head_full": shape.vocab_size * shape.hidden_size if trained_head else 0,
-        "num_groups": shape.num_layers + trained_head,
+        "head_full": shape.vocab_size * shape.hidden_size if head_group else 0,
+        "num_groups": shape.num_layers + head_group,
     }
 
 

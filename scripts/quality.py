@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep-weights", action="store_true", help="keep the trained weights of every run")
     parser.add_argument("--report-only", action="store_true", help="train nothing; tables from recorded runs")
     parser.add_argument("--dry-run", action="store_true", help="list the runs that would train, then stop")
+    parser.add_argument(
+        "--equivalence", action="store_true", help="also train LoSiA-Pro and plain LoSiA 6 steps side by side"
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.threads < 1 or args.steps < 1:
         parser.error("--jobs, --threads and --steps must be >= 1")
@@ -116,12 +119,33 @@ def main(argv: list[str] | None = None) -> int:
                 title += f" ({best_lr:g})"
             print(f"[quality] {title}: {len(pairs)} runs, {args.jobs} at a time", flush=True)
             harness.run_all(pairs, jobs=args.jobs)
+    equivalence_path = Path(args.work) / "equivalence.json"
+    if args.equivalence and not args.report_only:
+        import json
+
+        import torch
+
+        from losia_factory.quality.equivalence import pro_plain_difference
+
+        torch.set_num_threads(args.threads)
+        print("[quality] LoSiA-Pro vs plain LoSiA, 6 steps side by side", flush=True)
+        figures = pro_plain_difference(harness.model_dir, harness.data_dir / "quality_arith.json")
+        equivalence_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     runs = harness.results
     if not runs:
         print("quality: no recorded runs yet; run without --report-only first.", file=sys.stderr)
         return 2
     recorded = [m for m in METHODS if any(r.get("method") == m for r in runs.values())]
     table = results_markdown(runs, recorded if args.report_only else method_ids)
+    if equivalence_path.exists():
+        import json
+
+        e = json.loads(equivalence_path.read_text(encoding="utf-8"))
+        table += (
+            f"\nLoSiA-Pro vs plain LoSiA, {e['steps']} steps side by side (T = 1, so lm_head and the first decoder "
+            f"layers reselect): largest weight difference {e['max_difference']:.2e}, largest weight change "
+            f"{e['max_change']:.2e}.\n"
+        )
     print(table)
     if not args.no_docs:
         command = "python scripts/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])

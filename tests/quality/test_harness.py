@@ -137,3 +137,13 @@ def test_runs_through_llamafactory_and_records_scores(tmp_path):
         assert (output / "all_results.json").exists() and not list(output.glob("*.safetensors"))
     log = (tmp_path / "runs" / "losia_pro@0.001" / "train.log").read_text()
     assert "Fine-tuning method: LoSiA-Pro" in log and "T=3" in log
+
+
+def test_pro_and_plain_side_by_side_on_a_tiny_llama(tmp_path):
+    from losia_factory.demo import build_tiny_llama, demo_records
+    from losia_factory.quality.equivalence import pro_plain_difference
+
+    build_tiny_llama(tmp_path / "model", hidden_size=64, intermediate_size=128, num_layers=2)
+    (tmp_path / "train.json").write_text(json.dumps(demo_records()[:12]))
+    figures = pro_plain_difference(tmp_path / "model", tmp_path / "train.json", steps=3, lr=1e-2)
+    assert figures["max_difference"] < 1e-6 < 1e-3 < figures["max_change"]
