@@ -45,8 +45,10 @@ def prepare_losia(model: nn.Module, config: LosiaConfig | None = None) -> LosiaA
     """Turn ``model`` into a LoSiA model (no optimizer yet); see :func:`attach_losia`.
 
     Every parameter is frozen except the fp32 subnet blocks added to the target linears and the parameters matched
-    by ``config.extra_trainable``. Groups are the decoder layers that hold targets, in order, followed by the output
-    layer when ``config.output_rank_factor > 0``. Initial subnets are drawn at random from ``config.seed``.
+    by ``config.extra_trainable``. Groups are the decoder layers that hold targets, in order, and the output layer
+    when ``0 < config.output_rank_factor < 1``, before them or after them as ``config.output_order`` says; at
+    ``output_rank_factor == 1`` the output layer trains densely instead. Initial subnets are drawn at random from
+    ``config.seed``.
     """
     config = config or LosiaConfig()
     if find_attachment(model) is not None or any(hasattr(m, BLOCK) for m in model.modules()):
@@ -189,8 +191,10 @@ def attach_losia(
     """Turn ``model`` into a LoSiA model and return its ready optimizer.
 
     Every parameter is frozen except the fp32 subnet blocks added to the target linears and the parameters matched
-    by ``config.extra_trainable``. Groups are the decoder layers that hold targets, in order, followed by the output
-    layer when ``config.output_rank_factor > 0``. Initial subnets are drawn at random from ``config.seed``.
+    by ``config.extra_trainable``. Groups are the decoder layers that hold targets, in order, and the output layer
+    when ``0 < config.output_rank_factor < 1``, before them or after them as ``config.output_order`` says; at
+    ``output_rank_factor == 1`` the output layer trains densely instead. Initial subnets are drawn at random from
+    ``config.seed``.
 
     Use the result like any optimizer; pair it with :class:`~.lr_scheduler.LosiaLRScheduler` for the rewarm
     schedule. The model keeps its module names and ``state_dict`` keys; :func:`detach_losia` removes LoSiA again.

@@ -78,6 +78,10 @@ METHODS: dict[str, Method] = {
         "LoSiA, lm_head measured last", "losia", LOSIA_LRS, {**LOSIA, "losia_output_order": "last"}
     ),
     "losia_eps6": Method("LoSiA, Adam eps 1e-6", "losia", LOSIA_LRS, {**LOSIA, "adam_epsilon": 1e-6}),
+    "losia_frozen_output": Method(
+        "LoSiA, lm_head frozen (p_o = 0)", "losia", LOSIA_LRS, {**LOSIA, "losia_output_rank_factor": 0.0}
+    ),
+    "losia_t1": Method("LoSiA, T = 1 (3 reselections per group)", "losia", LOSIA_LRS, {**LOSIA, "losia_time_slot": 1}),
 }
 
 SUITES = {
@@ -92,6 +96,8 @@ SUITES = {
         "losia_reset_state",
         "losia_output_last",
         "losia_eps6",
+        "losia_frozen_output",
+        "losia_t1",
     ),
 }
 SUITES["all"] = SUITES["core"] + SUITES["ablations"]
