@@ -59,9 +59,9 @@ LOSIA_LRS = (5e-4, 1e-3, 2e-3)
 METHODS: dict[str, Method] = {
     "losia_pro": Method("LoSiA-Pro", "losia", LOSIA_LRS, dict(LOSIA)),
     "losia_plain": Method("LoSiA (plain path)", "losia", LOSIA_LRS[1:2], {**LOSIA, "losia_pro": False}),
-    "lora_r8": Method("LoRA r=8", "lora", (5e-4, 1e-3, 2e-3), {"lora_rank": 8, "lora_alpha": 16}),
+    "lora_r8": Method("LoRA r=8", "lora", (5e-4, 1e-3, 2e-3, 4e-3), {"lora_rank": 8, "lora_alpha": 16}),
     "lora_r64": Method("LoRA r=64", "lora", (2e-4, 5e-4, 1e-3), {"lora_rank": 64, "lora_alpha": 128}),
-    "full": Method("Full fine-tuning", "full", (2e-5, 5e-5, 1e-4)),
+    "full": Method("Full fine-tuning", "full", (2e-5, 5e-5, 1e-4, 2e-4)),
     # Table 3 ablations, at LoSiA's settings otherwise.
     "losia_sync": Method("LoSiA SL (sync)", "losia", LOSIA_LRS, {**LOSIA, "losia_mode": "sync"}),
     "losia_once": Method("LoSiA ReLO (localize once)", "losia", LOSIA_LRS, {**LOSIA, "losia_mode": "once"}),
@@ -81,6 +81,7 @@ METHODS: dict[str, Method] = {
     "losia_frozen_output": Method(
         "LoSiA, lm_head frozen (p_o = 0)", "losia", LOSIA_LRS, {**LOSIA, "losia_output_rank_factor": 0.0}
     ),
+    "losia_p4": Method("LoSiA, p = 1/4", "losia", LOSIA_LRS, {**LOSIA, "losia_rank_factor": 0.25}),
     "losia_t1": Method("LoSiA, T = 1 (3 reselections per group)", "losia", LOSIA_LRS, {**LOSIA, "losia_time_slot": 1}),
 }
 
@@ -97,6 +98,7 @@ SUITES = {
         "losia_output_last",
         "losia_eps6",
         "losia_frozen_output",
+        "losia_p4",
         "losia_t1",
     ),
 }
