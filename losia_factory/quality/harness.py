@@ -82,6 +82,12 @@ METHODS: dict[str, Method] = {
         "LoSiA, lm_head frozen (p_o = 0)", "losia", LOSIA_LRS, {**LOSIA, "losia_output_rank_factor": 0.0}
     ),
     "losia_p4": Method("LoSiA, p = 1/4", "losia", LOSIA_LRS, {**LOSIA, "losia_rank_factor": 0.25}),
+    "losia_p4_frozen_output": Method(
+        "LoSiA, p = 1/4, lm_head frozen",
+        "losia",
+        LOSIA_LRS,
+        {**LOSIA, "losia_rank_factor": 0.25, "losia_output_rank_factor": 0.0},
+    ),
     "losia_t1": Method("LoSiA, T = 1 (3 reselections per group)", "losia", LOSIA_LRS, {**LOSIA, "losia_time_slot": 1}),
 }
 
@@ -99,6 +105,7 @@ SUITES = {
         "losia_eps6",
         "losia_frozen_output",
         "losia_p4",
+        "losia_p4_frozen_output",
         "losia_t1",
     ),
 }
