@@ -9,8 +9,9 @@ $(STAMP): pyproject.toml constraints.txt scripts/setup_dev.sh
 
 setup: $(STAMP)  ## create .venv with pinned CPU torch and every dependency
 
-test: $(STAMP)  ## lint, then the whole test suite (slow end-to-end tests included)
+test: $(STAMP)  ## lint and format check, then the whole test suite (slow end-to-end tests included)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -ra
 
 test-fast: $(STAMP)  ## the suite without the slow end-to-end tests

@@ -366,7 +366,7 @@ def losia_overheads(runner: Runner, t_step: float, repeats: int = 3) -> dict[str
         runner._sync()
         start = time.perf_counter()
         with torch.no_grad():
-            optimizer._reselect(group)
+            optimizer.reselect(group)
         runner._sync()
         return extra, time.perf_counter() - start
 

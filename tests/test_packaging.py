@@ -30,6 +30,7 @@ def test_wheel_contents(tmp_path):
         "losia_factory/reproduce/paper_results.json",  # data files the reproduction kit reads at run time
         "losia_factory/reproduce/lm_eval_tasks/losia_mbpp_pass_at_10.yaml",
         "losia_factory/reproduce/lm_eval_tasks/code_utils.py",
+        "losia_factory/py.typed",  # PEP 561: type checkers read the package's annotations
     } <= names
     meta = next(n for n in names if n.endswith("entry_points.txt"))
     assert "losia-factory = losia_factory.cli:main" in zipfile.ZipFile(wheel).read(meta).decode()

@@ -174,8 +174,8 @@ def create_losia_optimizer(
         eps=eps,
         weight_decay=weight_decay,
         generator=attachment.generator,
+        layout=attachment.layout,
     )
-    optimizer.layout = attachment.layout
     return optimizer
 
 

@@ -82,7 +82,7 @@ class LosiaLRScheduler(LRScheduler):
         self.custom_lambda = lr_lambda is not None
         self.lr_lambda = lr_lambda or base_lr_lambda(kind, num_training_steps, warmup_steps, min_lr_ratio)
         self.rewarm = replace(optimizer.schedule, warmup_steps=warmup_steps)
-        optimizer.rewarm_attached = True
+        optimizer.register_rewarm_scheduler()
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:

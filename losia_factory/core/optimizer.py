@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -37,6 +37,9 @@ from .importance import ImportanceEMA
 from .schedule import LosiaSchedule
 from .selection import select_block, top_indices
 from .subnet import SubnetTarget
+
+if TYPE_CHECKING:
+    from .attach import LosiaLayout
 
 STATE_VERSION = 1
 
@@ -72,6 +75,8 @@ class LosiaAdamW(torch.optim.AdamW):
         eps: Adam's epsilon.
         weight_decay: Decoupled weight decay.
         generator: The generator that drew the initial subnets (its state is saved for completeness).
+        layout: The model layout the targets came from (names of the groups and of the extra parameters), kept for
+            reports such as ``losia_config.json``; None when the optimizer is built by hand from targets.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class LosiaAdamW(torch.optim.AdamW):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         generator: torch.Generator | None = None,
+        layout: LosiaLayout | None = None,
     ) -> None:
         self.targets = list(targets)
         self.config = config
@@ -108,7 +114,8 @@ class LosiaAdamW(torch.optim.AdamW):
         self.last_reselected: tuple[int, ...] = ()
         self.importance: dict[str, ImportanceEMA] = {}
         self.generator = generator
-        self.rewarm_attached = False
+        self.layout = layout
+        self._rewarm_scheduler_attached = False
         self._warned_no_rewarm = False
         self.engine_masters: EngineMasters | None = None
         self._arm(0)
@@ -151,7 +158,7 @@ class LosiaAdamW(torch.optim.AdamW):
             target.write_back()
         self.last_reselected = tuple(g for g in scoring if self.schedule.reselects_after(step, g))
         for group in self.last_reselected:
-            self._reselect(group)
+            self.reselect(group)
         if self.last_reselected:
             check_same_indices(
                 [
@@ -220,7 +227,13 @@ class LosiaAdamW(torch.optim.AdamW):
             ema.update(target.weight, grad, consume_grad=True)  # the summed gradient is ours and used up here
         return scoring
 
-    def _reselect(self, group: int) -> None:
+    def reselect(self, group: int) -> None:
+        """Localize a new subnet for every target of ``group`` from its importance buffers (Algorithm 1).
+
+        The new block takes its values from the backbone, its Adam state is reset (``config.adam_reset``) and the
+        buffers are dropped. Targets without buffers (no gradient in the window) keep their subnet. The optimizer
+        calls this itself when a group's window ends; benchmarks call it to time one reselection.
+        """
         masters = self.engine_masters
         for target in self.group_targets[group]:
             ema = self.importance.pop(target.name, None)
@@ -260,7 +273,12 @@ class LosiaAdamW(torch.optim.AdamW):
                 state[key] = 0
 
     def _warn_if_no_rewarm(self) -> None:
-        if self.rewarm_attached or self._warned_no_rewarm or self.config.mode == "fixed" or not self.config.rewarm:
+        if (
+            self._rewarm_scheduler_attached
+            or self._warned_no_rewarm
+            or self.config.mode == "fixed"
+            or not self.config.rewarm
+        ):
             return
         self._warned_no_rewarm = True
         warnings.warn(
@@ -268,6 +286,10 @@ class LosiaAdamW(torch.optim.AdamW):
             "(paper Eq. 8). Build one with LosiaLRScheduler(optimizer, num_training_steps=..., warmup_steps=...).",
             stacklevel=3,
         )
+
+    def register_rewarm_scheduler(self) -> None:
+        """Record that a :class:`~.lr_scheduler.LosiaLRScheduler` sets the group rates (silences the warning)."""
+        self._rewarm_scheduler_attached = True
 
     # -- reporting ------------------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from transformers import TrainerCallback
 
 from ..core import LosiaAdamW
 from ..core.deepspeed_masters import bind_deepspeed
+from ..fileio import write_json_atomic
 
 LOG_FILE = "losia_log.jsonl"
 CONFIG_FILE = "losia_config.json"
@@ -130,17 +131,17 @@ class LosiaCallback(TrainerCallback):
 
 def write_losia_config(optimizer: LosiaAdamW, folder: str) -> None:
     """Write ``losia_config.json``: the settings, the groups and the trainable counts of a LoSiA run."""
-    layout = getattr(optimizer, "layout", None)
+    layout = optimizer.layout
     payload = {
         "config": optimizer.config.to_dict(),
         "step": optimizer.global_step,
         "groups": [g["name"] for g in optimizer.param_groups if g["losia_group"] is not None],
         "targets": [t.name for t in optimizer.targets],
-        "extra_trainable": list(layout.extra_trainable) if layout is not None else [],
+        # The names are known only when attach_losia built the optimizer; null says "unknown", not "none".
+        "extra_trainable": list(layout.extra_trainable) if layout is not None else None,
         "trainable": optimizer.num_trainable(),
     }
-    with open(os.path.join(folder, CONFIG_FILE), "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
+    write_json_atomic(os.path.join(folder, CONFIG_FILE), payload)
 
 
 def _is_main(args) -> bool:

@@ -1,9 +1,9 @@
 """The symbols of LLaMA-Factory (and one of transformers) that losia-factory replaces, and how.
 
-Each ``patch_*`` function receives a module right after it has been imported (see ``_losia_factory_hook``) and
-wraps one symbol; the wrapped behaviour only changes for ``finetuning_type: losia`` / ``pilora`` (a LoSiA optimizer,
-a PiLoRA model). A missing symbol stops the program with the installed LLaMA-Factory version instead of training
-something else silently.
+Each ``patch_*`` function receives a module right after it has been imported (see
+:mod:`losia_factory._import_hook`) and wraps one symbol; the wrapped behaviour only changes for
+``finetuning_type: losia`` / ``pilora`` (a LoSiA optimizer, a PiLoRA model). A missing symbol stops the program
+with the installed LLaMA-Factory version instead of training something else silently.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def patch_adapter(module: ModuleType) -> None:
 
 
 def patch_trainer_utils(module: ModuleType) -> None:
-    """Return the LoSiA optimizer from ``create_custom_optimizer``; give Trainers the rewarming scheduler."""
+    """Return the LoSiA optimizer from ``create_custom_optimizer``; patch ``Trainer`` (scheduler, PiLoRA saving)."""
     from ..core import create_losia_optimizer
     from .arguments import METHOD
 
@@ -173,6 +173,7 @@ def patch_trainer_utils(module: ModuleType) -> None:
 
         module.create_custom_optimizer = create_custom_optimizer
     _patch_trainer_create_scheduler()
+    _patch_trainer_save()
 
 
 def _patch_trainer_create_scheduler() -> None:
@@ -183,7 +184,6 @@ def _patch_trainer_create_scheduler() -> None:
 
     trainer_cls = _require(transformers.trainer, "Trainer")
     original = _require(transformers.trainer, "Trainer.create_scheduler")
-    original_save = _require(transformers.trainer, "Trainer._save")
     if not _once(transformers.trainer, "Trainer.create_scheduler"):
         return
 
@@ -203,6 +203,19 @@ def _patch_trainer_create_scheduler() -> None:
             return self.lr_scheduler
         return original(self, num_training_steps, optimizer)
 
+    trainer_cls.create_scheduler = create_scheduler
+
+
+def _patch_trainer_save() -> None:
+    import transformers.trainer
+
+    from ..hf.pilora_callback import find_attachment
+
+    trainer_cls = _require(transformers.trainer, "Trainer")
+    original_save = _require(transformers.trainer, "Trainer._save")
+    if not _once(transformers.trainer, "Trainer._save"):
+        return
+
     @functools.wraps(original_save)
     def _save(self, output_dir=None, state_dict=None):
         attachment = find_attachment(self.model)
@@ -220,7 +233,6 @@ def _patch_trainer_create_scheduler() -> None:
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
         return None
 
-    trainer_cls.create_scheduler = create_scheduler
     trainer_cls._save = _save
 
 

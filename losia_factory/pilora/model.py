@@ -39,8 +39,13 @@ def find_pilora_targets(model: nn.Module, config: PiloraConfig) -> list[str]:
     """Qualified names of the decoder layers' ``nn.Linear`` modules that ``config.target_modules`` selects."""
     try:
         layers_path, layers = find_decoder_layers(model)
-    except ValueError as err:
-        raise PiloraConfigError("target_modules", str(err)) from None
+    except ValueError:
+        # LoSiA's message would point at its layers_path option, which PiLoRA does not have.
+        raise PiloraConfigError(
+            "target_modules",
+            "target_modules cannot be matched: PiLoRA adapts linear layers inside the decoder layers, and the model "
+            "has no nn.ModuleList of blocks containing nn.Linear layers.",
+        ) from None
     names, available = [], set()
     for index, layer in enumerate(layers):
         for name, module in layer.named_modules():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from losia_factory.core import LosiaConfig, attach_losia, detach_losia
+from losia_factory.core import LosiaConfig, attach_losia, detach_losia, find_attachment
 from tests.toy_models import make_batches, make_toy
 
 
@@ -92,3 +92,26 @@ def test_full_output_rank_trains_the_output_layer_densely():
     assert model.lm_head.weight.requires_grad and not hasattr(model.lm_head, "losia_block")
     assert opt.param_groups[0]["params"] == [model.lm_head.weight]
     assert opt.layout.output_layer is None and opt.layout.extra_trainable == ("lm_head.weight",)
+
+
+class _FixedScore:
+    """Stands in for an importance buffer: its score grows with the row index."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def score(self):
+        return torch.arange(self.shape[0] * self.shape[1], dtype=torch.float32).reshape(self.shape)
+
+
+def test_optimizer_declares_its_layout_and_reselects_through_the_public_method():
+    model = make_toy()
+    opt = attach_losia(model, LosiaConfig(rank_factor=0.5, time_slot=2, output_rank_factor=0.25), lr=1e-2)
+    assert opt.layout is find_attachment(model).layout
+    target = opt.group_targets[1][0]
+    rows = target.weight.shape[0]
+    opt.importance[target.name] = _FixedScore(tuple(target.weight.shape))
+    opt.reselect(1)
+    assert sorted(target.out_idx.tolist()) == list(range(rows - target.num_out, rows))  # the highest-scoring rows
+    assert torch.equal(target.block.detach(), target.weight.detach()[target.out_idx][:, target.in_idx])
+    assert target.name not in opt.importance

@@ -202,3 +202,10 @@ def test_merge_folds_the_update_into_the_base_weights():
         after = model(input_ids=ids).logits
     assert all(torch.count_nonzero(layer.delta_weight()) == 0 for layer in pilora.layers.values())
     assert (before - after).abs().max().item() < 1e-5
+
+
+def test_a_model_without_decoder_layers_is_refused_without_naming_losia_options():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))  # no ModuleList of decoder layers
+    with pytest.raises(PiloraConfigError, match=r"no nn\.ModuleList of blocks") as err:
+        attach_pilora(model, PiloraConfig(target_modules="all"))
+    assert err.value.field == "target_modules" and "layers_path" not in str(err.value)
