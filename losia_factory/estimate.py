@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from .core.selection import subnet_size
+from .fractions import format_fraction, parse_fractions
 
 GIB = 2**30
 
@@ -341,8 +341,8 @@ def _memory_table(
             # The paper measured one GPU without DeepSpeed: its memory is not comparable to other settings.
             paper_gb = f"{paper[1]:.2f}" if paper and gpus == 1 and not zero else "-"
             cells = [
-                _fraction(p),
-                _fraction(p_o),
+                format_fraction(p),
+                format_fraction(p_o),
                 f"{e['trainable'] / 1e6:.1f}",
                 f"{paper[0]:.1f}" if paper else "-",
                 *(f"{e[key] / GIB:.2f}" for _, key in columns),
@@ -390,28 +390,11 @@ def _communication_table(
             c = communication(shape, p, p_o, weight_dtype, zero)
             keys = ("importance_layer", "importance_mean", "block_gradients", "block_allgather", "total_mean")
             lines.append(
-                f"| {_fraction(p)} | {_fraction(p_o)} | " + " | ".join(f"{c[k] / MIB:.1f}" for k in keys) + " |"
+                f"| {format_fraction(p)} | {format_fraction(p_o)} | "
+                + " | ".join(f"{c[k] / MIB:.1f}" for k in keys)
+                + " |"
             )
     return lines
-
-
-def _fraction(value: float) -> str:
-    if value == 0:
-        return "0"
-    inverse = 1 / value
-    return f"1/{round(inverse)}" if math.isclose(inverse, round(inverse)) and value < 1 else f"{value:g}"
-
-
-def _parse_factors(text: str) -> list[float]:
-    out = []
-    for item in text.split(","):
-        item = item.strip()
-        if "/" in item:
-            num, den = item.split("/")
-            out.append(float(num) / float(den))
-        elif item:
-            out.append(float(item))
-    return out
 
 
 def _gpu_count(text: str) -> int:
@@ -459,8 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         shape = load_shape(args.model)
         text = report(
             shape,
-            _parse_factors(args.rank_factor),
-            _parse_factors(args.output_rank_factor),
+            parse_fractions(args.rank_factor),
+            parse_fractions(args.output_rank_factor),
             args.weight_dtype,
             args.importance_dtype,
             args.gpus,

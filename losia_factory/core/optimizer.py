@@ -287,6 +287,22 @@ class LosiaAdamW(torch.optim.AdamW):
             stacklevel=3,
         )
 
+    def seek(self, step: int) -> None:
+        """Place the optimizer at 0-based optimizer step ``step`` of the timeline without training up to it.
+
+        For benchmarks and tests that need a particular slot, say a decoder layer measuring rather than the output
+        layer. Importance collected so far is dropped; indices, masters and Adam state stay as they are. A run that
+        continues from a checkpoint restores its step with :meth:`load_state_dict` instead.
+        """
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be an integer >= 0 (0-based optimizer step), got {step!r}.")
+        self.importance = {}
+        for target in self.targets:
+            if target.sink is not None:
+                target.sink.take()
+        self.global_step = step
+        self._arm(step)
+
     def register_rewarm_scheduler(self) -> None:
         """Record that a :class:`~.lr_scheduler.LosiaLRScheduler` sets the group rates (silences the warning)."""
         self._rewarm_scheduler_attached = True

@@ -249,9 +249,9 @@ def test_pro_keeps_no_full_gradients_and_saves_partial_inputs():
             assert t.sink.grad is not None and t.sink.grad.shape == weight.shape
         else:
             assert t.sink is None
-    # Non-measuring inner targets saved activations of n_in = in_features / 2 features only.
+    # Non-measuring inner targets saved activations of n_in = in_features / 2 features only, one row per token.
     dim, hidden = 32, 56
-    assert (4, 12, dim // 2) in saved and (4, 12, hidden // 2) in saved
+    assert (4 * 12, dim // 2) in saved and (4 * 12, hidden // 2) in saved
     opt.step()
     opt.zero_grad()
     assert all(t.sink is None or t.sink.grad is None for t in opt.targets)
@@ -267,6 +267,29 @@ def test_tied_output_layer_trains_shared_rows_only():
     assert model.lm_head.weight is model.model.embed_tokens.weight
     changed_rows = (after != before).any(dim=1).nonzero().squeeze(1)
     assert set(changed_rows.tolist()) == set(out.out_idx.tolist())
+
+
+def test_seek_places_the_optimizer_in_a_slot():
+    model, opt, _ = build(True, layers=3)  # groups: lm_head (0), then the three decoder layers
+    step = 2 * SLOT + SLOT - 2  # second-to-last step of group 2's slot
+    opt.seek(step)
+    assert opt.global_step == step and not opt.importance
+    assert {t.group for t in opt.targets if t.sink is not None} == {2} == set(opt.schedule.scoring_groups(step))
+    batches = make_batches(2)
+    for expected_reselected in ((), (2,)):
+        before = {t.name: t.out_idx.clone() for t in opt.targets}
+        model.loss(batches[len(expected_reselected)]).backward()
+        opt.step()
+        opt.zero_grad()
+        assert opt.last_reselected == expected_reselected
+    moved = {t.group for t in opt.targets if not torch.equal(t.out_idx, before[t.name])}
+    assert moved <= {2} and opt.global_step == 3 * SLOT
+    assert {t.group for t in opt.targets if t.sink is not None} == {3}
+    opt.seek(0)
+    assert {t.group for t in opt.targets if t.sink is not None} == {0} and not opt.importance
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="step must be an integer"):
+            opt.seek(bad)
 
 
 @pytest.mark.parametrize("mode", ["sync", "once", "fixed"])
