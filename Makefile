@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint format demo docs recipes bench bench-quick quality clean
+.PHONY: setup test test-fast lint format demo docs recipes bench bench-quick gpu-check gpu-check-dry quality clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/setup_dev.sh
 	bash scripts/setup_dev.sh
@@ -29,6 +29,12 @@ bench-quick: $(STAMP)  ## smoke run of the training-cost benchmark (small model,
 bench: $(STAMP)  ## the CPU benchmark of docs/benchmarks.md (~30 min on 2 cores)
 	$(VENV)/bin/losia-factory benchmark --json docs/bench/cpu.json --plot docs/images/benchmark_cpu.png \
 		--activation-sweep 1/16,1/8,1/4,1/2
+
+gpu-check:  ## GPU evidence on one CUDA GPU (~6 min; python3 with torch there) -> gpu_check_out/summary.md
+	bash scripts/gpu_check.sh --out $(or $(OUT),gpu_check_out)
+
+gpu-check-dry: $(STAMP)  ## every section of gpu-check on the CPU with tiny sizes (what CI runs; ~6 min)
+	PYTHON=$(PY) bash scripts/gpu_check.sh --dry-run --out gpu_check_dry
 
 quality: $(STAMP)  ## LoSiA vs LoRA vs full fine-tuning on SmolLM2-135M (CPU, offline; hours; resumable) -> docs/quality.md
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/quality.py $(QUALITY_ARGS)

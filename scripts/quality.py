@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--steps", type=int, default=Settings.steps, help=f"optimizer steps (default {Settings.steps})"
     )
+    parser.add_argument("--bf16", action="store_true", help="train in bfloat16 (GPU runs; the CPU tables are float32)")
     parser.add_argument("--keep-weights", action="store_true", help="keep the trained weights of every run")
     parser.add_argument("--report-only", action="store_true", help="train nothing; tables from recorded runs")
     parser.add_argument("--dry-run", action="store_true", help="list the runs that would train, then stop")
@@ -81,7 +82,7 @@ def planned_runs(args: argparse.Namespace, harness: Harness) -> list[tuple[list[
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = Settings(steps=args.steps, threads=args.threads)
+    settings = Settings(steps=args.steps, threads=args.threads, bf16=args.bf16)
     try:
         harness = Harness(args.work, settings, keep_weights=args.keep_weights)
     except ValueError as err:

@@ -38,6 +38,7 @@ class Settings:
     cutoff_len: int = 96
     max_grad_norm: float = 1.0
     threads: int = 1
+    bf16: bool = False  # on a GPU: train in bfloat16 (the CPU runs of docs/quality.md are float32)
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ class Harness:
             "lr_scheduler_type": "cosine",
             "warmup_steps": s.warmup_steps,
             "max_grad_norm": s.max_grad_norm,
-            "bf16": False,
+            "bf16": s.bf16,
             "fp16": False,
             # Short sequences of a small model: activations are small, so recomputing them would only cost time.
             "disable_gradient_checkpointing": True,
