@@ -15,8 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from losia_factory.llamafactory.webui import ALERTS, INPUT_NAMES, LANGS, LOCALES
-from losia_factory.llamafactory.webui_pilora import PILORA_ALERTS, PILORA_INPUT_NAMES, PILORA_LOCALES
+from losia_factory.llamafactory.methods import LOSIA, PILORA
+from losia_factory.llamafactory.webui import LANGS, alerts, input_names, method_locales
+
+INPUT_NAMES, LOCALES = input_names(LOSIA), method_locales(LOSIA)
+PILORA_INPUT_NAMES, PILORA_LOCALES = input_names(PILORA), method_locales(PILORA)
+ALERTS = {key: text for key, text in alerts().items() if key in LOSIA.ui.alerts}
+PILORA_ALERTS = {key: text for key, text in alerts().items() if key in PILORA.ui.alerts}
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
