@@ -1,8 +1,8 @@
 """The symbols of LLaMA-Factory (and one of transformers) that losia-factory replaces, and how.
 
 Each ``patch_*`` function receives a module right after it has been imported (see
-:mod:`losia_factory._import_hook`) and wraps one symbol; the wrapped behaviour only changes for
-``finetuning_type: losia`` / ``pilora`` (a LoSiA optimizer, a PiLoRA model). A missing symbol stops the program
+:mod:`losia_factory._import_hook`) and wraps one symbol; the wrapped behaviour only changes for a registered
+method (:mod:`.methods`: ``losia``, ``pilora``), through its description. A missing symbol stops the program
 with the installed LLaMA-Factory version instead of training something else silently.
 """
 
