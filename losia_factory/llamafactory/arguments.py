@@ -100,9 +100,11 @@ def build_config(method: Method, args: Any) -> Any:
 
 
 def argument_error(method: Method, err: ConfigError) -> str:
-    """Restate a config error with the argument name, in its text too when the text starts with the field."""
+    """Restate a config error with the argument name (in its text too, where the method asks for that)."""
     name = method.argument_name(err.field)
-    message = re.sub(rf"^{re.escape(err.field)}\b", name, str(err))
+    message = str(err)
+    if method.message_names_argument:
+        message = re.sub(rf"^{re.escape(err.field)}\b", name, message)
     return f"Invalid {name}: {message}"
 
 

@@ -66,6 +66,9 @@ class Method:
         docs_intro: The sentence under its heading in docs/arguments.md.
         renames: ``{config field: argument suffix}`` where the argument name differs from the field name.
         stage_note: Why other stages are refused, appended to that message (" (its trainer builds ...)").
+        message_names_argument: Whether a config error's text, when it starts with the field name, is restated
+            with the argument name too (PiLoRA's texts read "<field> must be ..."; LoSiA's keep the field name
+            after "Invalid <argument>:", as they always have).
         check_arguments: ``(finetuning_args) -> None``: rules between its fields and LLaMA-Factory's, raising
             ``ValueError``; run while the fine-tuning arguments are built.
         create_optimizer: ``(model, training_args, finetuning_args) -> optimizer``, or None for LLaMA-Factory's.
@@ -87,6 +90,7 @@ class Method:
     docs_intro: str
     renames: Mapping[str, str] = field(default_factory=dict)
     stage_note: str = ""
+    message_names_argument: bool = False
     check_arguments: Callable[[Any], None] | None = None
     create_optimizer: Callable[[Any, Any, Any], Any] | None = None
     prepare_trainer: Callable[[Any, int, Any], bool] | None = None

@@ -59,6 +59,7 @@ TOY = Method(
     refusals=lambda *_: [],
     docs_intro="Set `finetuning_type: toy`.",
     renames={"names": "targets"},
+    message_names_argument=True,
     ui=WebUiGroup(
         title={"en": "Toy", "ru": "Игрушка"},
         note={"en": "A toy."},
@@ -154,7 +155,10 @@ def test_widgets_follow_the_option_types():
 
 def test_config_errors_are_restated_with_the_argument_name():
     assert argument_error(LOSIA, ConfigError("target_modules", "target_modules=['x'] matches nothing")) == (
-        "Invalid losia_target: losia_target=['x'] matches nothing"
+        "Invalid losia_target: target_modules=['x'] matches nothing"
+    )
+    assert argument_error(PILORA, ConfigError("target_modules", "target_modules ['x'] match nothing")) == (
+        "Invalid pilora_target: pilora_target ['x'] match nothing"
     )
     assert argument_error(PILORA, ConfigError("rank", "supplementary_rank exceeds rank")).startswith(
         "Invalid pilora_rank: supplementary_rank exceeds rank"

@@ -272,6 +272,7 @@ PILORA = Method(
     runs_as="lora",
     stages=STAGES,
     renames={"target_modules": "target"},
+    message_names_argument=True,
     refusals=_refusals,
     setup=_setup,
     prepare_trainer=_prepare_trainer,
