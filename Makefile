@@ -9,9 +9,10 @@ $(STAMP): pyproject.toml constraints.txt scripts/setup_dev.sh
 
 setup: $(STAMP)  ## create .venv with pinned CPU torch and every dependency
 
-test: $(STAMP)  ## lint and format check, then the whole test suite (slow end-to-end tests included)
+test: $(STAMP)  ## lint, format and type checks, then the whole test suite (slow end-to-end tests included)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -ra
 
 test-fast: $(STAMP)  ## the suite without the slow end-to-end tests
@@ -48,6 +49,7 @@ recipes: $(STAMP)  ## regenerate recipes/paper/ from the settings table in losia
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -11,11 +11,13 @@ from .attach import (
     attach_losia,
     create_losia_optimizer,
     detach_losia,
+    find_attached,
     find_attachment,
     prepare_losia,
 )
 from .config import LosiaConfig, LosiaConfigError
-from .discovery import find_decoder_layers, find_output_layer, find_target_linears
+from .discovery import find_decoder_layers, find_output_layer, find_target_linears, matches_target
+from .errors import ConfigError
 from .functional import BlockInjectFunction, GradientSink, SubnetLinearFunction
 from .importance import ImportanceEMA, sensitivity
 from .lr_scheduler import LosiaLRScheduler, base_lr_lambda
@@ -26,6 +28,7 @@ from .subnet import SubnetTarget
 
 __all__ = [
     "BlockInjectFunction",
+    "ConfigError",
     "GradientSink",
     "ImportanceEMA",
     "LosiaAdamW",
@@ -42,10 +45,12 @@ __all__ = [
     "block_score",
     "create_losia_optimizer",
     "detach_losia",
+    "find_attached",
     "find_attachment",
     "find_decoder_layers",
     "find_output_layer",
     "find_target_linears",
+    "matches_target",
     "prepare_losia",
     "select_block",
     "select_subnet",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -73,7 +74,8 @@ def prepare_losia(model: nn.Module, config: LosiaConfig | None = None) -> LosiaA
         target_weights.add(id(output.module.weight))
     extra_named = _match_extra(model, config.extra_trainable, target_weights)
     if dense_output is not None:
-        extra_named.append((f"{dense_output.name}.weight", dense_output.module.weight))
+        # nn.Linear types its weight as a Tensor; it is the Parameter itself.
+        extra_named.append((f"{dense_output.name}.weight", cast(nn.Parameter, dense_output.module.weight)))
 
     for param in model.parameters():
         param.requires_grad_(False)
@@ -132,17 +134,29 @@ def prepare_losia(model: nn.Module, config: LosiaConfig | None = None) -> LosiaA
     attachment = LosiaAttachment(
         config, targets, num_groups, [p for _, p in extra_named], layout, generator, tied_embedding=tied
     )
-    model.losia_attachment = attachment
+    setattr(model, ATTACHMENT, attachment)  # a plain attribute: nn.Module registers only modules and tensors
     return attachment
 
 
-def find_attachment(model: nn.Module) -> LosiaAttachment | None:
-    """The ``LosiaAttachment`` of ``model`` or of one of its submodules (e.g. inside a value-head wrapper)."""
+def find_attached(model: nn.Module | None, attribute: str) -> Any:
+    """The object a method attached to ``model`` as ``attribute``, searched on ``model`` and its submodules.
+
+    Wrappers (DDP, DeepSpeed, accelerate, a value head) hold the prepared model as a submodule, so one walk over
+    ``modules()`` finds it; the walk stops at the first hit, normally the outermost module. Methods keep their
+    attachment as a plain attribute (``nn.Module`` registers only modules and tensors), hence the ``__dict__`` look-up.
+    """
+    if not isinstance(model, nn.Module):
+        return None
     for module in model.modules():
-        attachment = module.__dict__.get(ATTACHMENT)
+        attachment = module.__dict__.get(attribute)
         if attachment is not None:
             return attachment
     return None
+
+
+def find_attachment(model: nn.Module | None) -> LosiaAttachment | None:
+    """The ``LosiaAttachment`` of ``model`` or of one of its submodules (e.g. inside a value-head wrapper)."""
+    return find_attached(model, ATTACHMENT)
 
 
 def create_losia_optimizer(
@@ -222,7 +236,7 @@ def detach_losia(model: nn.Module) -> nn.Module:
         if attachment is not None and attachment.tied_embedding is not None:
             attachment.tied_embedding.remove()
     for module in model.modules():
-        if hasattr(module, BLOCK):
+        if isinstance(module, nn.Linear) and hasattr(module, BLOCK):
             remove_subnet(module)
     return model
 

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import torch
 
+from .errors import ConfigError
+
 IMPORTANCE_KINDS = ("sensitivity", "gradient")
 MODES = ("async", "sync", "once", "fixed")
 STRATEGIES = ("best", "input_first", "output_first")
@@ -16,17 +18,16 @@ OUTPUT_ORDERS = ("first", "last")
 IMPORTANCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class LosiaConfigError(ValueError):
+class LosiaConfigError(ConfigError):
     """A bad LosiaConfig value; ``field`` names the offending field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass
 class LosiaConfig:
     """Hyper-parameters of LoSiA (paper sections 3.2-3.3) and LoSiA-Pro (section 3.3.1).
+
+    Each field's ``help`` metadata is the user-facing text of the option (LLaMA-Factory argument, web UI, docs);
+    backticked field names in it are rewritten to the option names there. These notes add the details.
 
     Args:
         rank_factor: Rank factor p in (0, 1]. Each target weight of shape (out, in) trains one block of
@@ -39,7 +40,8 @@ class LosiaConfig:
             shares its weight with the input embedding, both uses contribute to its gradient and importance.
         importance: "sensitivity" (|W*G - (W*G)^2/2| with EMA smoothing and uncertainty, Eqs. 3-6) or
             "gradient" (|G| of the window's last step, with no EMA buffers; the paper's GL ablation).
-        ema_betas: EMA factors (beta1, beta2) of the importance (Eq. 4) and the uncertainty (Eq. 5), each in (0, 1).
+        ema_beta1: EMA factor of the importance (Eq. 4), in (0, 1).
+        ema_beta2: EMA factor of the importance uncertainty (Eq. 5), in (0, 1).
         mode: "async" (one group measures per time slot, the paper's method), "sync" (all groups measure in the
             same slot and reselect together; the SL ablation), "once" (each group localizes once, in its first
             slot, and keeps that subnet; the ReLO ablation) or "fixed" (the random initial subnets are never
@@ -49,8 +51,9 @@ class LosiaConfig:
         target_modules: Which linear layers inside each decoder layer are trained. "all" selects every nn.Linear;
             otherwise a name matches when it equals the module's last name component (e.g. "q_proj") or matches
             its dotted path inside the layer as an fnmatch pattern (e.g. "self_attn.*").
-        extra_trainable: fnmatch patterns over full parameter names (e.g. "*norm*", "*.bias") of parameters trained
-            fully with plain AdamW next to the subnets. Parameters of LoSiA target weights cannot be listed.
+        extra_trainable: Names of parameters trained fully with plain AdamW next to the subnets. An entry without
+            wildcards becomes the pattern ``*entry*`` (every parameter whose name contains it); fnmatch patterns
+            (e.g. "*.bias") are kept. Parameters of LoSiA target weights cannot be listed.
         selection: Greedy localization strategy (Algorithm 1): "input_first", "output_first" or "best" (keeps the
             block with the larger total score).
         importance_dtype: Dtype of the importance EMA buffers of the measuring group: "float32", "bfloat16" or
@@ -70,81 +73,106 @@ class LosiaConfig:
     rank_factor: float = field(
         default=0.125,
         metadata={
-            "help": "Rank factor p in (0, 1]: each target weight (out x in) trains a floor(p*out) x floor(p*in) block."
+            "help": "Rank factor p in (0, 1]: every target linear (out x in) trains a floor(p*out) x floor(p*in) "
+            "subnet block. The paper uses 1/8."
         },
     )
     time_slot: int = field(
         default=100,
-        metadata={"help": "Time slot T >= 1 (optimizer steps): importance window, then reselection and rewarm."},
+        metadata={
+            "help": "Time slot T (optimizer steps): a layer measures importance for T steps, reselects its subnet, "
+            "then rewarms its learning rate for T steps. Paper: 100 (MetaMathQA), 150 (code, Alpaca), 50 "
+            "(commonsense)."
+        },
     )
     output_rank_factor: float = field(
         default=0.125,
         metadata={
-            "help": "Output-layer factor p_o in [0, 1]: the output layer trains floor(p_o*vocab) output neurons with "
-            "all input neurons, as one more group. 0 leaves it frozen; 1 trains it densely (FFTO)."
+            "help": "Output-layer factor p_o in [0, 1]: lm_head trains floor(p_o*vocab) output neurons with all "
+            "inputs, as one more layer group (a tied input embedding's gradient counts too). 0 keeps lm_head "
+            "frozen; 1 trains it densely on the base schedule (FFTO). Paper: 1/64 (Gemma-2B), 1/8 (LLaMA-2 7B), "
+            "1 (13B)."
         },
     )
     importance: Literal["sensitivity", "gradient"] = field(
         default="sensitivity",
         metadata={
-            "help": "Importance score: 'sensitivity' (|W*G - (W*G)^2/2|, Eq. 3, smoothed) or 'gradient' (|G| of "
-            "the window's last step)."
+            "help": "Importance score: 'sensitivity' (|W*G - (W*G)^2/2|, paper Eq. 3, smoothed by Eqs. 4-6) or "
+            "'gradient' (|G| of the time slot's last step, no buffers: the GL ablation)."
         },
     )
-    ema_betas: tuple[float, float] = field(
-        default=(0.85, 0.85),
-        metadata={"help": "EMA factors (beta1, beta2) of importance (Eq. 4) and uncertainty (Eq. 5), each in (0, 1)."},
+    ema_beta1: float = field(default=0.85, metadata={"help": "EMA factor of the importance (paper Eq. 4), in (0, 1)."})
+    ema_beta2: float = field(
+        default=0.85, metadata={"help": "EMA factor of the importance uncertainty (paper Eq. 5), in (0, 1)."}
     )
     mode: Literal["async", "sync", "once", "fixed"] = field(
         default="async",
         metadata={
-            "help": "Reselection schedule: 'async' (paper), 'sync' (all groups together), 'once' (localize once), "
-            "'fixed' (keep the random initial subnets)."
+            "help": "Reselection schedule: 'async' (the paper: one layer at a time), 'sync' (all layers together, SL "
+            "ablation), 'once' (localize once, ReLO ablation), 'fixed' (keep the random initial subnets)."
         },
     )
     pro: bool = field(
         default=True,
-        metadata={"help": "LoSiA-Pro: save only selected input neurons and compute only the block gradient."},
+        metadata={
+            "help": "Use LoSiA-Pro: linear layers save only the selected input activations and compute only the "
+            "subnet gradient (same updates, faster, less memory). False runs the plain reference path."
+        },
     )
     target_modules: tuple[str, ...] = field(
         default=("all",),
         metadata={
-            "help": "Linear layers inside each decoder layer to train: 'all', or names such as 'q_proj' "
-            "(last name component) or fnmatch patterns over the dotted path inside the layer ('self_attn.*')."
+            "help": "Linear layers trained inside each decoder layer: 'all', or comma-separated names such as "
+            "'q_proj,v_proj' or fnmatch patterns of the path inside the layer such as 'self_attn.*'."
         },
     )
     extra_trainable: tuple[str, ...] = field(
         default=(),
-        metadata={"help": "fnmatch patterns over full parameter names ('*norm*', '*.bias') trained fully with AdamW."},
+        metadata={
+            "help": "Comma-separated parameter names trained fully next to the subnets, e.g. 'norm' (all norms) or "
+            "'embed_tokens'. A name without wildcards matches every parameter containing it; fnmatch patterns "
+            "such as '*.bias' are used as given."
+        },
     )
     selection: Literal["best", "input_first", "output_first"] = field(
         default="best",
-        metadata={"help": "Greedy localization: 'input_first', 'output_first' or 'best' (larger total score)."},
+        metadata={
+            "help": "Greedy subnet localization: 'input_first' (paper Algorithm 1), 'output_first', or 'best' "
+            "(keep the block with the larger total score, the paper's default)."
+        },
     )
     importance_dtype: Literal["float32", "bfloat16", "float16"] = field(
         default="float32",
-        metadata={"help": "Dtype of the importance EMA buffers: 'float32', 'bfloat16' or 'float16'."},
+        metadata={"help": "Dtype of the importance buffers of the layer being measured (bfloat16 halves them)."},
     )
     layers_path: str = field(
         default="",
-        metadata={"help": "Dotted path of the decoder-layer ModuleList (e.g. 'model.layers'); empty: automatic."},
+        metadata={
+            "help": "Dotted path of the decoder-layer list (e.g. 'model.layers'); found automatically when unset."
+        },
     )
-    seed: int = field(default=42, metadata={"help": "Seed of the random initial subnets (same on every process)."})
+    seed: int = field(default=42, metadata={"help": "Seed of the random initial subnets (the same on every process)."})
     rewarm: bool = field(
         default=True,
-        metadata={"help": "Rewarm a group's learning rate over the T steps after each reselection (Eq. 8)."},
+        metadata={
+            "help": "Rewarm each layer group's learning rate linearly over the T steps after its reselection (paper "
+            "Eq. 8). False keeps the base schedule (the WDS ablation)."
+        },
     )
-
     adam_reset: Literal["moments", "state"] = field(
         default="moments",
         metadata={
-            "help": "What reselection clears in Adam's state: 'moments' (zero the moments, keep the step count) or "
-            "'state' (drop it all, bias correction restarts)."
+            "help": "What a reselection clears in the layer group's Adam state (paper Algorithm 2): 'moments' zeroes "
+            "the moments and keeps the step count (the authors' code); 'state' also restarts the step count, so "
+            "bias correction starts again."
         },
     )
     output_order: Literal["first", "last"] = field(
         default="first",
-        metadata={"help": "Position of the output layer's group in the measuring order: 'first' or 'last'."},
+        metadata={
+            "help": "When lm_head measures importance: 'first' (in the first time slot, as in the authors' code, so "
+            "it leaves its random rows after T steps) or 'last' (after every decoder layer)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -153,8 +181,7 @@ class LosiaConfig:
         if isinstance(self.extra_trainable, str):
             self.extra_trainable = tuple(s.strip() for s in self.extra_trainable.split(",") if s.strip())
         self.target_modules = tuple(self.target_modules)
-        self.extra_trainable = tuple(self.extra_trainable)
-        self.ema_betas = tuple(float(b) for b in self.ema_betas)  # type: ignore[assignment]
+        self.extra_trainable = tuple(_as_name_pattern(t) for t in self.extra_trainable)
 
         if not _is_number(self.rank_factor) or not 0.0 < self.rank_factor <= 1.0:
             raise LosiaConfigError(
@@ -174,10 +201,10 @@ class LosiaConfig:
             raise LosiaConfigError(
                 "importance", f"importance must be one of {IMPORTANCE_KINDS}, got {self.importance!r}."
             )
-        if len(self.ema_betas) != 2 or not all(0.0 < b < 1.0 for b in self.ema_betas):
-            raise LosiaConfigError(
-                "ema_betas", f"ema_betas must be two numbers in (0, 1), got {self.ema_betas!r}; the paper uses 0.85."
-            )
+        for name in ("ema_beta1", "ema_beta2"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0.0 < value < 1.0:
+                raise LosiaConfigError(name, f"{name} must be a number in (0, 1), got {value!r}; the paper uses 0.85.")
         if self.mode not in MODES:
             raise LosiaConfigError("mode", f"mode must be one of {MODES}, got {self.mode!r}.")
         if not isinstance(self.pro, bool):
@@ -215,6 +242,11 @@ class LosiaConfig:
             )
 
     @property
+    def ema_betas(self) -> tuple[float, float]:
+        """``(ema_beta1, ema_beta2)``, the EMA factors of the importance and of its uncertainty."""
+        return float(self.ema_beta1), float(self.ema_beta2)
+
+    @property
     def torch_importance_dtype(self) -> torch.dtype:
         """The importance buffer dtype as a ``torch.dtype``."""
         return IMPORTANCE_DTYPES[self.importance_dtype]
@@ -225,12 +257,29 @@ class LosiaConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LosiaConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise a ``ValueError`` naming them."""
+        """Inverse of :meth:`to_dict`; unknown keys raise a ``ValueError`` naming them.
+
+        Configs saved before the EMA factors became two fields hold ``ema_betas: [beta1, beta2]``; it is read too.
+        """
+        values = dict(values)
+        if "ema_betas" in values:
+            betas = list(values.pop("ema_betas"))
+            if len(betas) != 2:
+                raise LosiaConfigError("ema_beta1", f"ema_betas must hold two numbers, got {betas!r}.")
+            values.setdefault("ema_beta1", betas[0])
+            values.setdefault("ema_beta2", betas[1])
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"Unknown LosiaConfig fields {unknown}; known fields are {sorted(known)}.")
         return cls(**values)
+
+
+def _as_name_pattern(name: str) -> str:
+    """A plain parameter name (no fnmatch wildcard) matches every parameter whose name contains it."""
+    if not isinstance(name, str) or not name or any(c in name for c in "*?["):
+        return name  # patterns as given; non-strings and empty entries are refused by the validation
+    return f"*{name}*"
 
 
 def _is_number(value: Any) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from .config import IMPORTANCE_KINDS
@@ -101,7 +104,7 @@ class ImportanceEMA:
     def state_dict(self) -> dict[str, torch.Tensor | int | None]:
         return {"ibar": self.ibar, "ubar": self.ubar, "latest": self.latest, "updates": self.updates}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor | int | None]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for name in ("ibar", "ubar"):
             mine, saved = getattr(self, name), state.get(name)
             if mine is not None and saved is not None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from .optimizer import LosiaAdamW
@@ -85,7 +86,7 @@ class LosiaLRScheduler(LRScheduler):
         optimizer.register_rewarm_scheduler()
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | torch.Tensor]:  # LRScheduler's type; LoSiA's rates are floats
         step = self.last_epoch
         base = self.lr_lambda(step)
         lrs = []
@@ -105,6 +106,7 @@ class LosiaLRScheduler(LRScheduler):
         custom = self.custom_lambda
         self.__dict__.update(state_dict)
         self.custom_lambda = custom
-        self.rewarm = replace(self.optimizer.schedule, warmup_steps=self.warmup_steps)
+        optimizer: LosiaAdamW = self.optimizer  # type: ignore[assignment]  # set by __init__ from a LosiaAdamW
+        self.rewarm = replace(optimizer.schedule, warmup_steps=self.warmup_steps)
         if not custom:
             self.lr_lambda = base_lr_lambda(self.kind, self.num_training_steps, self.warmup_steps, self.min_lr_ratio)

@@ -123,7 +123,7 @@ class LosiaAdamW(torch.optim.AdamW):
     # -- the step -------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One LoSiA step (see the module docstring); only AdamW once an engine owns the masters."""
         if self.engine_masters is not None:
             return super().step(closure)

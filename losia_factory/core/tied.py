@@ -104,7 +104,10 @@ class TiedEmbedding:
             )
         self.embedding = embedding
         embedding.__dict__[_OUTPUT] = output
-        embedding.forward = types.MethodType(_pro_forward if pro else _plain_forward, embedding)
+        # Replaces the bound method of this one module only (the class keeps its own forward).
+        embedding.forward = types.MethodType(  # type: ignore[method-assign]
+            _pro_forward if pro else _plain_forward, embedding
+        )
 
     def remove(self) -> None:
         """Give the embedding its own forward back."""

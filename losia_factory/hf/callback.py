@@ -6,12 +6,12 @@ import json
 import os
 from typing import Any
 
-import torch
 from transformers import TrainerCallback
 
 from ..core import LosiaAdamW
 from ..core.deepspeed_masters import bind_deepspeed
 from ..fileio import write_json_atomic
+from .ranks import is_main_process
 
 LOG_FILE = "losia_log.jsonl"
 CONFIG_FILE = "losia_config.json"
@@ -56,14 +56,14 @@ class LosiaCallback(TrainerCallback):
         return {g["name"]: float(g["lr"]) for g in optimizer.param_groups}
 
     def _append(self, args, record: dict[str, Any]) -> None:
-        if not _is_main(args):
+        if not is_main_process(args):
             return
         os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, LOG_FILE), "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
     def _tensorboard(self, args):
-        if self._writer is None and _is_main(args) and "tensorboard" in (args.report_to or []):
+        if self._writer is None and is_main_process(args) and "tensorboard" in (args.report_to or []):
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=os.path.join(args.logging_dir or args.output_dir, "losia"))
@@ -114,14 +114,14 @@ class LosiaCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         optimizer = self._optimizer(kwargs)
-        if optimizer is not None and _is_main(args):
+        if optimizer is not None and is_main_process(args):
             folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             if os.path.isdir(folder):
                 write_losia_config(optimizer, folder)
 
     def on_train_end(self, args, state, control, **kwargs):
         optimizer = self._optimizer(kwargs)
-        if optimizer is not None and _is_main(args):
+        if optimizer is not None and is_main_process(args):
             os.makedirs(args.output_dir, exist_ok=True)
             write_losia_config(optimizer, args.output_dir)
         if self._writer is not None:
@@ -142,9 +142,3 @@ def write_losia_config(optimizer: LosiaAdamW, folder: str) -> None:
         "trainable": optimizer.num_trainable(),
     }
     write_json_atomic(os.path.join(folder, CONFIG_FILE), payload)
-
-
-def _is_main(args) -> bool:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank() == 0
-    return getattr(args, "process_index", 0) == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any
@@ -10,22 +9,12 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from ..pilora.model import ATTACHMENT, PiloraAttachment
+from ..fileio import write_json_atomic
+from ..pilora.model import find_pilora_attachment
+from .ranks import is_main_process
 
 logger = logging.getLogger("llamafactory.pilora")
 PARTITION_FILE = "pilora_partition.json"
-
-
-def find_attachment(model: Any) -> PiloraAttachment | None:
-    """The :class:`PiloraAttachment` of a (possibly wrapped) model, or None."""
-    for _ in range(4):
-        if model is None:
-            return None
-        attachment = getattr(model, ATTACHMENT, None)
-        if attachment is not None:
-            return attachment
-        model = getattr(model, "module", None)
-    return None
 
 
 def swap_optimizer_params(optimizer: Any, old: list[torch.nn.Parameter], new: list[torch.nn.Parameter]) -> None:
@@ -58,7 +47,7 @@ class PiloraCallback(TrainerCallback):
     """
 
     def on_train_begin(self, args, state, control, **kwargs):
-        attachment = find_attachment(kwargs.get("model"))
+        attachment = find_pilora_attachment(kwargs.get("model"))
         if attachment is not None and attachment.config.probe_length(state.max_steps) >= state.max_steps:
             raise ValueError(
                 f"PiLoRA's stage 1 ({attachment.config.probe_length(state.max_steps)} steps) would take the whole run "
@@ -67,12 +56,12 @@ class PiloraCallback(TrainerCallback):
             )
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        attachment = find_attachment(kwargs.get("model"))
+        attachment = find_pilora_attachment(kwargs.get("model"))
         if attachment is not None and attachment.stage == 1:
             attachment.observe(state.global_step)  # global_step counts finished steps: the 0-based current one
 
     def on_step_end(self, args, state, control, **kwargs):
-        attachment = find_attachment(kwargs.get("model"))
+        attachment = find_pilora_attachment(kwargs.get("model"))
         if attachment is None or not attachment.switch_due(state.global_step - 1, state.max_steps):
             return
         old = attachment.trainable_parameters()
@@ -85,15 +74,12 @@ class PiloraCallback(TrainerCallback):
             f"PiLoRA stage 2 from step {state.global_step + 1}: {dominant:,} of {neurons:,} output neurons dominant "
             f"({dominant / neurons:.1%}), trainable params {attachment.num_trainable():,}"
         )
-        if state.is_world_process_zero:
-            os.makedirs(args.output_dir, exist_ok=True)
-            with open(os.path.join(args.output_dir, PARTITION_FILE), "w", encoding="utf-8") as handle:
-                json.dump(
-                    {
-                        "switch_step": state.global_step,
-                        "trainable": attachment.num_trainable(),
-                        "layers": {name: {"dominant": d, "neurons": m} for name, (d, m) in sizes.items()},
-                    },
-                    handle,
-                    indent=2,
-                )
+        if is_main_process(args):
+            write_json_atomic(
+                os.path.join(args.output_dir, PARTITION_FILE),
+                {
+                    "switch_step": state.global_step,
+                    "trainable": attachment.num_trainable(),
+                    "layers": {name: {"dominant": d, "neurons": m} for name, (d, m) in sizes.items()},
+                },
+            )

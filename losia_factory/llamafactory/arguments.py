@@ -1,228 +1,141 @@
-"""The ``losia_*`` fields of LLaMA-Factory's FinetuningArguments and their mapping to :class:`LosiaConfig`."""
+"""LLaMA-Factory arguments generated from a method's config dataclass, and their way back into the config.
+
+Each config field becomes one argument ``<method>_<field>`` (or the method's rename) with the field's default and
+``help``. Types are mapped to what a YAML file or the command line can carry: a tuple of names becomes one
+comma-separated string, and a string or tuple that defaults to empty becomes an optional string defaulting to None,
+which reads "unset" in the argument reference.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import functools
+import re
+from dataclasses import MISSING, Field, dataclass, field, fields, make_dataclass
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from ..core import LosiaConfig, LosiaConfigError
+from ..core.errors import ConfigError
+from .method import Method
 
-METHOD = "losia"
-# LosiaConfig field -> the LLaMA-Factory argument(s) that set it.
-CONFIG_TO_ARGUMENT = {
-    "rank_factor": "losia_rank_factor",
-    "time_slot": "losia_time_slot",
-    "output_rank_factor": "losia_output_rank_factor",
-    "importance": "losia_importance",
-    "ema_betas": "losia_ema_beta1 / losia_ema_beta2",
-    "mode": "losia_mode",
-    "pro": "losia_pro",
-    "target_modules": "losia_target",
-    "extra_trainable": "losia_extra_modules",
-    "selection": "losia_selection",
-    "importance_dtype": "losia_importance_dtype",
-    "layers_path": "losia_layers_path",
-    "seed": "losia_seed",
-    "rewarm": "losia_rewarm",
-    "adam_reset": "losia_adam_reset",
-    "output_order": "losia_output_order",
-}
+_BACKTICKED = re.compile(r"`(\w+)`")
 
 
-@dataclass
-class LosiaArguments:
-    r"""Arguments of LoSiA / LoSiA-Pro training (``finetuning_type: losia``)."""
+@dataclass(frozen=True)
+class Option:
+    """One config field as a LLaMA-Factory argument."""
 
-    losia_rank_factor: float = field(
-        default=0.125,
-        metadata={
-            "help": "Rank factor p in (0, 1]: every target linear (out x in) trains a floor(p*out) x floor(p*in) "
-            "subnet block. The paper uses 1/8."
-        },
-    )
-    losia_time_slot: int = field(
-        default=100,
-        metadata={
-            "help": "Time slot T (optimizer steps): a layer measures importance for T steps, reselects its subnet, "
-            "then rewarms its learning rate for T steps. Paper: 100 (MetaMathQA), 150 (code, Alpaca), 50 "
-            "(commonsense)."
-        },
-    )
-    losia_output_rank_factor: float = field(
-        default=0.125,
-        metadata={
-            "help": "Output-layer factor p_o in [0, 1]: lm_head trains floor(p_o*vocab) output neurons with all "
-            "inputs, as one more layer group (a tied input embedding's gradient counts too). 0 keeps lm_head "
-            "frozen; 1 trains it densely on the base schedule (FFTO). Paper: 1/64 (Gemma-2B), 1/8 (LLaMA-2 7B), "
-            "1 (13B)."
-        },
-    )
-    losia_importance: Literal["sensitivity", "gradient"] = field(
-        default="sensitivity",
-        metadata={
-            "help": "Importance score: 'sensitivity' (|W*G - (W*G)^2/2|, paper Eq. 3, smoothed by Eqs. 4-6) or "
-            "'gradient' (|G| of the time slot's last step, no buffers: the GL ablation)."
-        },
-    )
-    losia_ema_beta1: float = field(
-        default=0.85,
-        metadata={"help": "EMA factor of the importance (paper Eq. 4), in (0, 1)."},
-    )
-    losia_ema_beta2: float = field(
-        default=0.85,
-        metadata={"help": "EMA factor of the importance uncertainty (paper Eq. 5), in (0, 1)."},
-    )
-    losia_mode: Literal["async", "sync", "once", "fixed"] = field(
-        default="async",
-        metadata={
-            "help": "Reselection schedule: 'async' (the paper: one layer at a time), 'sync' (all layers together, SL "
-            "ablation), 'once' (localize once, ReLO ablation), 'fixed' (keep the random initial subnets)."
-        },
-    )
-    losia_pro: bool = field(
-        default=True,
-        metadata={
-            "help": "Use LoSiA-Pro: linear layers save only the selected input activations and compute only the "
-            "subnet gradient (same updates, faster, less memory). False runs the plain reference path."
-        },
-    )
-    losia_target: str = field(
-        default="all",
-        metadata={
-            "help": "Linear layers trained inside each decoder layer: 'all', or comma-separated names such as "
-            "'q_proj,v_proj' or fnmatch patterns of the path inside the layer such as 'self_attn.*'."
-        },
-    )
-    losia_extra_modules: str | None = field(
-        default=None,
-        metadata={
-            "help": "Comma-separated parameter names trained fully next to the subnets, e.g. 'norm' (all norms) or "
-            "'embed_tokens'. A name without wildcards matches every parameter containing it; fnmatch patterns "
-            "such as '*.bias' are used as given."
-        },
-    )
-    losia_selection: Literal["best", "input_first", "output_first"] = field(
-        default="best",
-        metadata={
-            "help": "Greedy subnet localization: 'input_first' (paper Algorithm 1), 'output_first', or 'best' "
-            "(keep the block with the larger total score, the paper's default)."
-        },
-    )
-    losia_importance_dtype: Literal["float32", "bfloat16", "float16"] = field(
-        default="float32",
-        metadata={"help": "Dtype of the importance buffers of the layer being measured (bfloat16 halves them)."},
-    )
-    losia_layers_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "Dotted path of the decoder-layer list (e.g. 'model.layers'); found automatically when unset."
-        },
-    )
-    losia_seed: int = field(
-        default=42,
-        metadata={"help": "Seed of the random initial subnets (the same on every process)."},
-    )
-    losia_rewarm: bool = field(
-        default=True,
-        metadata={
-            "help": "Rewarm each layer group's learning rate linearly over the T steps after its reselection (paper "
-            "Eq. 8). False keeps the base schedule (the WDS ablation)."
-        },
-    )
-    losia_adam_reset: Literal["moments", "state"] = field(
-        default="moments",
-        metadata={
-            "help": "What a reselection clears in the layer group's Adam state (paper Algorithm 2): 'moments' zeroes "
-            "the moments and keeps the step count (the authors' code); 'state' also restarts the step count, so "
-            "bias correction starts again."
-        },
-    )
-    losia_output_order: Literal["first", "last"] = field(
-        default="first",
-        metadata={
-            "help": "When lm_head measures importance: 'first' (in the first time slot, as in the authors' code, so "
-            "it leaves its random rows after T steps) or 'last' (after every decoder layer)."
-        },
-    )
+    field: str
+    name: str
+    type: Any
+    default: Any
+    help: str
+
+    @property
+    def optional(self) -> bool:
+        """Whether the argument defaults to None ("unset": the config's own default applies)."""
+        return self.default is None
 
 
-def extra_module_patterns(value: str | None) -> tuple[str, ...]:
-    """``losia_extra_modules`` -> fnmatch patterns over parameter names."""
-    if not value:
-        return ()
-    patterns = []
-    for item in (s.strip() for s in value.split(",")):
-        if item:
-            patterns.append(item if any(c in item for c in "*?[") else f"*{item}*")
-    return tuple(patterns)
-
-
-def build_losia_config(args: LosiaArguments) -> LosiaConfig:
-    """The :class:`LosiaConfig` described by the ``losia_*`` fields.
+@functools.cache
+def options(method: Method) -> tuple[Option, ...]:
+    """The arguments of ``method``, in the order of its config fields.
 
     Raises:
-        ValueError: naming the ``losia_*`` argument when a value is invalid.
+        TypeError: for a config field without default or ``help`` metadata, or of a type no argument can carry.
     """
+    hints = get_type_hints(method.config_class)
+    names = {f.name: method.argument_name(f.name) for f in fields(method.config_class) if f.init}
+    result = []
+    for f in fields(method.config_class):
+        if not f.init:
+            continue
+        if "help" not in f.metadata:
+            raise TypeError(f"{method.config_class.__name__}.{f.name} has no help metadata: its argument needs one.")
+        type_, default = _argument_type(f, hints[f.name])
+        help_text = _BACKTICKED.sub(lambda m: names.get(m.group(1), m.group(0)), f.metadata["help"])
+        result.append(Option(f.name, names[f.name], type_, default, help_text))
+    return tuple(result)
+
+
+def _argument_type(config_field: Field, hint: Any) -> tuple[Any, Any]:
+    """``(argument type, argument default)`` of a config field."""
+    default = config_field.default
+    if default is MISSING:
+        raise TypeError(f"config field {config_field.name} has no default, so its argument could not have one.")
+    if get_origin(hint) is Literal or hint in (bool, int, float):
+        return hint, default
+    if hint is str:
+        return (str, default) if default else (str | None, None)
+    members = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    if all(m is str or get_origin(m) is tuple for m in members):
+        # A tuple of names (the config also accepts the comma-separated string) is one comma-separated argument.
+        joined = default if isinstance(default, str) else ",".join(default)
+        return (str, joined) if joined else (str | None, None)
+    raise TypeError(f"config field {config_field.name}: {hint} has no argument form (bool, int, float, str, Literal).")
+
+
+@functools.cache
+def argument_dataclass(method: Method) -> type:
+    """The dataclass of ``method``'s arguments, a mixin of LLaMA-Factory's ``FinetuningArguments``."""
+    mixin = make_dataclass(
+        f"{method.title.replace('-', '')}Arguments",
+        [(o.name, o.type, field(default=o.default, metadata={"help": o.help})) for o in options(method)],
+    )
+    mixin.__module__ = __name__
+    mixin.__doc__ = f"Arguments of {method.title} training (``finetuning_type: {method.name}``)."
+    return mixin
+
+
+def build_config(method: Method, args: Any) -> Any:
+    """``method``'s config from the parsed arguments (unset optional arguments keep the config's defaults).
+
+    Raises:
+        ValueError: naming the argument when a value is invalid.
+    """
+    values = {o.field: getattr(args, o.name) for o in options(method) if getattr(args, o.name) is not None}
     try:
-        return LosiaConfig(
-            rank_factor=args.losia_rank_factor,
-            time_slot=args.losia_time_slot,
-            output_rank_factor=args.losia_output_rank_factor,
-            importance=args.losia_importance,
-            ema_betas=(args.losia_ema_beta1, args.losia_ema_beta2),
-            mode=args.losia_mode,
-            pro=args.losia_pro,
-            target_modules=args.losia_target,
-            extra_trainable=extra_module_patterns(args.losia_extra_modules),
-            selection=args.losia_selection,
-            importance_dtype=args.losia_importance_dtype,
-            layers_path=args.losia_layers_path or "",
-            seed=args.losia_seed,
-            rewarm=args.losia_rewarm,
-            adam_reset=args.losia_adam_reset,
-            output_order=args.losia_output_order,
-        )
-    except LosiaConfigError as err:
-        raise ValueError(argument_error(err)) from None
+        return method.config_class(**values)
+    except ConfigError as err:
+        raise ValueError(argument_error(method, err)) from None
 
 
-def argument_error(err: LosiaConfigError) -> str:
-    """Rephrase a core configuration error with the LLaMA-Factory argument name."""
-    return f"Invalid {CONFIG_TO_ARGUMENT.get(err.field, err.field)}: {err}"
+def argument_error(method: Method, err: ConfigError) -> str:
+    """Restate a config error with the argument name (in its text too, where the method asks for that)."""
+    name = method.argument_name(err.field)
+    message = str(err)
+    if method.message_names_argument:
+        message = re.sub(rf"^{re.escape(err.field)}\b", name, message)
+    return f"Invalid {name}: {message}"
 
 
-def arguments_table(mixin: type | None = None) -> str:
-    """The markdown table of an argument dataclass (default :class:`LosiaArguments`), generated from its fields."""
-    mixin = mixin or LosiaArguments
+def changed_arguments(method: Method, args: Any) -> list[str]:
+    """Names of ``method``'s arguments that differ from their defaults (optional ones count when non-empty)."""
+    return [
+        o.name
+        for o in options(method)
+        if (bool(getattr(args, o.name)) if o.optional else getattr(args, o.name) != o.default)
+    ]
+
+
+def arguments_table(method: Method) -> str:
+    """The markdown table of ``method``'s arguments (name, type, default, help)."""
     lines = ["| Argument | Type | Default | Meaning |", "|---|---|---|---|"]
-    hints = get_type_hints(mixin)
-    for f in fields(mixin):
-        help_text = f.metadata["help"].replace("|", "\\|")
-        lines.append(f"| `{f.name}` | {_type_name(hints[f.name])} | `{f.default}` | {help_text} |")
+    for o in options(method):
+        help_text = o.help.replace("|", "\\|")
+        lines.append(f"| `{o.name}` | {_type_name(o.type)} | `{o.default}` | {help_text} |")
     return "\n".join(lines) + "\n"
 
 
-def arguments_markdown() -> str:
-    """docs/arguments.md: the ``losia_*`` and the ``pilora_*`` arguments."""
-    from .pilora_arguments import PiloraArguments
-
-    header = [
-        "# `losia_*` arguments",
-        "",
-        "Set `finetuning_type: losia` and any of these in a LLaMA-Factory YAML (or `--name value` on the command "
-        "line).",
-        "Generated from `losia_factory/llamafactory/arguments.py` and `pilora_arguments.py` by `make docs`.",
-        "",
-    ]
-    pilora = [
-        "",
-        "# `pilora_*` arguments",
-        "",
-        "Set `finetuning_type: pilora` and any of these (see [pilora.md](pilora.md)).",
-        "",
-    ]
-    return "\n".join(header) + "\n" + arguments_table() + "\n".join(pilora) + "\n" + arguments_table(PiloraArguments)
+def arguments_markdown(methods: tuple[Method, ...]) -> str:
+    """docs/arguments.md: one section per method."""
+    sources = " and ".join(f"`{m.config_class.__name__}`" for m in methods)
+    sections = []
+    for index, method in enumerate(methods):
+        lines = [f"# `{method.prefix}*` arguments", "", method.docs_intro]
+        if index == 0:
+            lines.append(f"Generated from the fields of {sources} (their `help` metadata) by `make docs`.")
+        sections.append("\n".join([*lines, "", arguments_table(method)]))
+    return "\n".join(sections)
 
 
 def _type_name(hint: Any) -> str:

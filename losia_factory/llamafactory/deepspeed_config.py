@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
+
+from ..fileio import write_json_atomic
 
 CONFIG_NAME = "ds_z{stage}_losia_config.json"
 
@@ -40,9 +41,50 @@ def zero_config(stage: int) -> dict[str, Any]:
 
 def write_zero_config(folder: str, stage: int) -> str:
     """Write :func:`zero_config` as ``ds_z{stage}_losia_config.json`` in ``folder``; returns the path."""
-    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, CONFIG_NAME.format(stage=stage))
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(zero_config(stage), handle, indent=2)
-        handle.write("\n")
+    write_json_atomic(path, zero_config(stage))
     return path
+
+
+def deepspeed_problems(training_args: Any) -> list[str]:
+    """What in the DeepSpeed config LoSiA cannot run with (ZeRO-1/2 with the Trainer's optimizer is supported)."""
+    config = getattr(training_args, "hf_deepspeed_config", None)
+    if config is None:
+        return []
+    problems = []
+    stage = config.get_value("zero_optimization.stage", 0)
+    if stage == 0:
+        problems.append(
+            "DeepSpeed without ZeRO (stage 0) is not tested with finetuning_type: losia. Use ZeRO stage 1 or 2 "
+            "(recipes/deepspeed/ds_z2_config.json), or DDP: remove `deepspeed:` and launch with FORCE_TORCHRUN=1."
+        )
+    if stage == 3:
+        problems.append(
+            "DeepSpeed ZeRO stage 3 partitions the backbone weights, which finetuning_type: losia writes the trained "
+            "subnets into after every step. Use ZeRO stage 1 or 2 (recipes/deepspeed/ds_z2_config.json)."
+        )
+    for key in ("zero_optimization.offload_optimizer", "zero_optimization.offload_param"):
+        section = config.get_value(key)
+        if isinstance(section, dict) and section.get("device", "none") not in (None, "none"):
+            problems.append(
+                f"DeepSpeed {key.split('.')[-1]} is not supported with finetuning_type: losia (untested). Remove it: "
+                "LoSiA's optimizer states cover the subnets only, a few percent of full fine-tuning's."
+            )
+    for key, name in (("optimizer", "an optimizer"), ("scheduler", "a scheduler")):
+        if config.get_value(key) is not None:
+            problems.append(
+                f"The DeepSpeed config defines {name} (`{key}` section), which would replace LoSiA's. Remove the "
+                f"`{key}` section: the Trainer passes LoSiA's optimizer and rewarm scheduler to DeepSpeed."
+            )
+    if config.is_true("zero_optimization.round_robin_gradients"):
+        problems.append(
+            'DeepSpeed "round_robin_gradients": true reorders ZeRO\'s flat buffers without updating the mapping that '
+            "DeepSpeed's safe_get/set_full_fp32_param accessors use (DeepSpeed <= 0.18), so LoSiA's reselection would "
+            'read and write wrong values. Set "round_robin_gradients": false (recipes/deepspeed/ds_z2_config.json).'
+        )
+    if config.is_true("zero_optimization.elastic_checkpoint") or config.is_true("checkpoint.load_universal"):
+        problems.append(
+            "DeepSpeed elastic or universal checkpoints do not carry LoSiA's state (subnet indices, importance). "
+            "Remove zero_optimization.elastic_checkpoint / checkpoint.load_universal."
+        )
+    return problems

@@ -1,15 +1,14 @@
 """The symbols of LLaMA-Factory (and one of transformers) that losia-factory replaces, and how.
 
 Each ``patch_*`` function receives a module right after it has been imported (see
-:mod:`losia_factory._import_hook`) and wraps one symbol; the wrapped behaviour only changes for
-``finetuning_type: losia`` / ``pilora`` (a LoSiA optimizer, a PiLoRA model). A missing symbol stops the program
+:mod:`losia_factory._import_hook`) and wraps one symbol; the wrapped behaviour only changes for a registered
+method (:mod:`.methods`: ``losia``, ``pilora``), through its description. A missing symbol stops the program
 with the installed LLaMA-Factory version instead of training something else silently.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from importlib import metadata
 from types import ModuleType
 from typing import Any
@@ -131,10 +130,8 @@ def patch_parser(module: ModuleType) -> None:
 
 
 def patch_adapter(module: ModuleType) -> None:
-    """Route ``finetuning_type: losia`` / ``pilora`` in ``init_adapter`` to ``setup_losia`` / ``setup_pilora``."""
-    from .adapter import setup_losia, setup_pilora
-    from .arguments import METHOD
-    from .pilora_arguments import PILORA_METHOD
+    """Route a registered method's ``finetuning_type`` in ``init_adapter`` to the method's own setup."""
+    from .methods import method_named
 
     original = _require(module, "init_adapter")
     if not _once(module, "init_adapter"):
@@ -142,33 +139,26 @@ def patch_adapter(module: ModuleType) -> None:
 
     @functools.wraps(original)
     def init_adapter(config, model, model_args, finetuning_args, is_trainable):
-        if finetuning_args.finetuning_type == METHOD:
-            return setup_losia(model, model_args, finetuning_args, is_trainable)
-        if finetuning_args.finetuning_type == PILORA_METHOD:
-            return setup_pilora(model, model_args, finetuning_args, is_trainable)
+        method = method_named(finetuning_args.finetuning_type)
+        if method is not None:
+            return method.setup(model, model_args, finetuning_args, is_trainable)
         return original(config, model, model_args, finetuning_args, is_trainable)
 
     module.init_adapter = init_adapter
 
 
 def patch_trainer_utils(module: ModuleType) -> None:
-    """Return the LoSiA optimizer from ``create_custom_optimizer``; patch ``Trainer`` (scheduler, PiLoRA saving)."""
-    from ..core import create_losia_optimizer
-    from .arguments import METHOD
+    """Return a method's own optimizer from ``create_custom_optimizer``; patch ``Trainer`` (scheduler, saving)."""
+    from .methods import method_named
 
     original = _require(module, "create_custom_optimizer")
     if _once(module, "create_custom_optimizer"):
 
         @functools.wraps(original)
         def create_custom_optimizer(model, training_args, finetuning_args):
-            if finetuning_args.finetuning_type == METHOD:
-                return create_losia_optimizer(
-                    model,
-                    lr=training_args.learning_rate,
-                    weight_decay=training_args.weight_decay,
-                    betas=(training_args.adam_beta1, training_args.adam_beta2),
-                    eps=training_args.adam_epsilon,
-                )
+            method = method_named(finetuning_args.finetuning_type)
+            if method is not None and method.create_optimizer is not None:
+                return method.create_optimizer(model, training_args, finetuning_args)
             return original(model, training_args, finetuning_args)
 
         module.create_custom_optimizer = create_custom_optimizer
@@ -179,8 +169,7 @@ def patch_trainer_utils(module: ModuleType) -> None:
 def _patch_trainer_create_scheduler() -> None:
     import transformers.trainer
 
-    from ..hf import LosiaCallback, build_losia_scheduler, unwrap_optimizer
-    from ..hf.pilora_callback import PiloraCallback, find_attachment
+    from .methods import REGISTERED
 
     trainer_cls = _require(transformers.trainer, "Trainer")
     original = _require(transformers.trainer, "Trainer.create_scheduler")
@@ -189,18 +178,10 @@ def _patch_trainer_create_scheduler() -> None:
 
     @functools.wraps(original)
     def create_scheduler(self, num_training_steps: int, optimizer=None):
-        if find_attachment(self.model) is not None and not any(
-            isinstance(cb, PiloraCallback) for cb in self.callback_handler.callbacks
-        ):
-            self.callback_handler.callbacks.insert(0, PiloraCallback())
-        losia_optimizer = unwrap_optimizer(self.optimizer if optimizer is None else optimizer)
-        if self.lr_scheduler is None and losia_optimizer is not None:
-            self.lr_scheduler = build_losia_scheduler(self.args, losia_optimizer, num_training_steps)
-            self._created_lr_scheduler = True
-            if not any(isinstance(cb, LosiaCallback) for cb in self.callback_handler.callbacks):
-                # First in line, so the values it adds to a log reach the reporting callbacks after it.
-                self.callback_handler.callbacks.insert(0, LosiaCallback())
-            return self.lr_scheduler
+        # Every method looks: the Trainer knows no finetuning_type, a method recognizes its model or optimizer.
+        for method in REGISTERED:
+            if method.prepare_trainer is not None and method.prepare_trainer(self, num_training_steps, optimizer):
+                return self.lr_scheduler
         return original(self, num_training_steps, optimizer)
 
     trainer_cls.create_scheduler = create_scheduler
@@ -209,7 +190,7 @@ def _patch_trainer_create_scheduler() -> None:
 def _patch_trainer_save() -> None:
     import transformers.trainer
 
-    from ..hf.pilora_callback import find_attachment
+    from .methods import REGISTERED
 
     trainer_cls = _require(transformers.trainer, "Trainer")
     original_save = _require(transformers.trainer, "Trainer._save")
@@ -218,46 +199,35 @@ def _patch_trainer_save() -> None:
 
     @functools.wraps(original_save)
     def _save(self, output_dir=None, state_dict=None):
-        attachment = find_attachment(self.model)
-        if attachment is None:
-            return original_save(self, output_dir, state_dict)
-        # A PiLoRA model is saved as the standard LoRA adapter it is equivalent to, not as wrapped full weights.
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        os.makedirs(output_dir, exist_ok=True)
-        base = getattr(getattr(self.model, "config", None), "_name_or_path", None)
-        attachment.save_adapter(output_dir, base_model_name_or_path=base)
-        if self.processing_class is not None:
-            self.processing_class.save_pretrained(output_dir)
-        import torch
-
-        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
-        return None
+        folder = output_dir if output_dir is not None else self.args.output_dir
+        for method in REGISTERED:
+            if method.save_model is not None and method.save_model(self, folder):
+                return None
+        return original_save(self, output_dir, state_dict)
 
     trainer_cls._save = _save
 
 
 def patch_constants(module: ModuleType) -> None:
-    """Offer ``losia`` and ``pilora`` among LLaMA-Factory's methods (the web UI's dropdown reads ``METHODS``)."""
-    from .arguments import METHOD
-    from .pilora_arguments import PILORA_METHOD
+    """Offer every registered method among LLaMA-Factory's methods (the web UI's dropdown reads ``METHODS``)."""
+    from .methods import REGISTERED
 
     methods = _require(module, "METHODS")
-    for method in (METHOD, PILORA_METHOD):
-        if method not in methods:
-            methods.append(method)
+    for method in REGISTERED:
+        if method.name not in methods:
+            methods.append(method.name)
 
 
 def patch_webui_locales(module: ModuleType) -> None:
-    """Add the LoSiA labels (5 languages) and alerts to LLaMA Board's locale tables."""
-    from .webui import ALERTS, LOCALES
-    from .webui_pilora import PILORA_ALERTS, PILORA_LOCALES
+    """Add the methods' labels (5 languages) and alerts to LLaMA Board's locale tables."""
+    from .webui import alerts, locales
 
-    _require(module, "LOCALES").update({**LOCALES, **PILORA_LOCALES})
-    _require(module, "ALERTS").update({**ALERTS, **PILORA_ALERTS})
+    _require(module, "LOCALES").update(locales())
+    _require(module, "ALERTS").update(alerts())
 
 
 def patch_webui_train(module: ModuleType) -> None:
-    """Build the LoSiA accordion inside the Train tab."""
+    """Build the methods' accordions inside the Train tab."""
     from .webui import extend_train_tab
 
     original = _require(module, "create_train_tab")
@@ -266,11 +236,9 @@ def patch_webui_train(module: ModuleType) -> None:
 
 
 def patch_webui_runner(module: ModuleType) -> None:
-    """Pass the LoSiA fields to training runs and explain unsupported settings before a run starts."""
-    from .arguments import METHOD
-    from .pilora_arguments import PILORA_METHOD
-    from .webui import losia_train_args, losia_ui_error
-    from .webui_pilora import pilora_train_args, pilora_ui_error
+    """Pass the method fields to training runs and explain unsupported settings before a run starts."""
+    from .methods import method_named
+    from .webui import alert_text, train_args
 
     runner = _require(module, "Runner")
     parse = _require(module, "Runner._parse_train_args")
@@ -281,34 +249,26 @@ def patch_webui_runner(module: ModuleType) -> None:
     @functools.wraps(parse)
     def _parse_train_args(self, data):
         args = parse(self, data)
-        if args.get("finetuning_type") == METHOD:
+        method = method_named(args.get("finetuning_type"))
+        if method is not None:
             get = lambda elem_id: data[self.manager.get_elem_by_id(elem_id)]  # noqa: E731
-            args.update(losia_train_args(get))
-            if args.get("deepspeed"):
-                # LLaMA-Factory's generated ZeRO configs turn on round_robin_gradients, which LoSiA cannot use.
-                from llamafactory.webui.common import DEFAULT_CACHE_DIR
-
-                from .deepspeed_config import write_zero_config
-
-                args["deepspeed"] = write_zero_config(DEFAULT_CACHE_DIR, int(get("train.ds_stage")))
-        elif args.get("finetuning_type") == PILORA_METHOD:
-            args.update(pilora_train_args(lambda elem_id: data[self.manager.get_elem_by_id(elem_id)]))
+            args.update(train_args(method, get))
+            if method.ui.adjust_train_args is not None:
+                method.ui.adjust_train_args(args, get)
         return args
 
     @functools.wraps(initialize)
     def _initialize(self, data, do_train, from_preview):
         error = initialize(self, data, do_train, from_preview)
         get = lambda elem_id: data[self.manager.get_elem_by_id(elem_id)]  # noqa: E731
-        method = get("top.finetuning_type")
-        if error or not do_train or method not in (METHOD, PILORA_METHOD):
+        method = method_named(get("top.finetuning_type"))
+        if error or not do_train or method is None:
             return error
         from llamafactory.extras.constants import TRAINING_STAGES
         from llamafactory.extras.misc import get_device_count
 
-        stage = TRAINING_STAGES[get("train.training_stage")]
-        if method == PILORA_METHOD:
-            return pilora_ui_error(get, get("top.lang"), stage, get_device_count())
-        return losia_ui_error(get, get("top.lang"), stage)
+        key = method.ui.refusal(get, TRAINING_STAGES[get("train.training_stage")], get_device_count())
+        return alert_text(key, get("top.lang")) if key else ""
 
     runner._parse_train_args = _parse_train_args
     runner._initialize = _initialize

@@ -7,7 +7,7 @@ saved as one standard LoRA adapter.
 from .config import PARTITIONS, STAGE2_INITS, PiloraConfig, PiloraConfigError
 from .importance import HitCounter, approximate_weight_gradient, neuron_scores
 from .layer import PiloraLinear
-from .model import PiloraAttachment, attach_pilora, find_pilora_targets
+from .model import PiloraAttachment, attach_pilora, find_pilora_attachment, find_pilora_targets
 from .partition import dominant_mask
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "approximate_weight_gradient",
     "attach_pilora",
     "dominant_mask",
+    "find_pilora_attachment",
     "find_pilora_targets",
     "neuron_scores",
 ]

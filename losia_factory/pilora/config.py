@@ -5,16 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from ..core.errors import ConfigError
+
 PARTITIONS = ("consistent", "top_half", "cumulative")
 STAGE2_INITS = ("fresh", "carry")
 
 
-class PiloraConfigError(ValueError):
+class PiloraConfigError(ConfigError):
     """A bad PiloraConfig value; ``field`` names the offending field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass
@@ -39,42 +37,60 @@ class PiloraConfig:
         init: Stage-2 start: "fresh" (new LoRAs on the pre-trained weight, as Algorithm 1 line 15 reads) or
             "carry" (keep stage 1's update: the dominant LoRA takes its rows exactly, the supplementary LoRA the
             best rank-r' approximation of the other rows).
-        target_modules: Names of the linear layers to adapt ("q_proj", ...; a name matches a module's last name
-            component) or "all" for every linear layer in the decoder layers.
+        target_modules: The linear layers to adapt inside the decoder layers, matched as LoSiA's target_modules
+            are (:func:`~losia_factory.core.discovery.matches_target`): "all", a module's last name component
+            ("q_proj") or an fnmatch pattern over its dotted path inside the layer ("mlp.*"). Each entry must match
+            at least one linear layer.
         seed: Seed of the LoRA initializations.
     """
 
-    rank: int = field(default=32, metadata={"help": "Rank r of the stage-1 and dominant LoRAs (paper: 32)."})
-    supplementary_rank: int = field(
-        default=2, metadata={"help": "Rank r' >= 1 of the supplementary LoRA on the other neurons (paper: 1 or 2)."}
+    rank: int = field(
+        default=32,
+        metadata={"help": "Rank r of the stage-1 LoRA and of the dominant-neuron LoRA. Paper (Table 5): 32."},
     )
-    alpha: float = field(default=64.0, metadata={"help": "LoRA alpha; both LoRAs use scaling alpha / r (paper: 64)."})
-    dropout: float = field(default=0.05, metadata={"help": "Dropout on the adapters' input, in [0, 1)."})
-    interval: int = field(default=1, metadata={"help": "K: stage 1 scores the neurons every K optimizer steps."})
+    supplementary_rank: int = field(
+        default=2,
+        metadata={"help": "Rank r' of the LoRA on the other (supplementary) neurons, 1 <= r' <= r. Paper: 1 or 2."},
+    )
+    alpha: float = field(default=64.0, metadata={"help": "LoRA alpha; both LoRAs are scaled by alpha / r. Paper: 64."})
+    dropout: float = field(default=0.05, metadata={"help": "Dropout on the adapters' input, in [0, 1). Paper: 0.05."})
+    interval: int = field(
+        default=1,
+        metadata={"help": "K: stage 1 scores the output neurons (Eqs. 7-8) on every K-th optimizer step."},
+    )
     probe_steps: int = field(
-        default=0, metadata={"help": "Stage-1 length in optimizer steps; 0 uses probe_ratio of the training steps."}
+        default=0,
+        metadata={"help": "Length of stage 1 in optimizer steps; 0 uses `probe_ratio` of the training steps."},
     )
     probe_ratio: float = field(
         default=1 / 3,
-        metadata={"help": "Stage-1 length as a fraction of the training steps when probe_steps is 0 (paper: 1/3)."},
+        metadata={
+            "help": "Length of stage 1 as a fraction of the training steps when `probe_steps` is 0. The paper runs "
+            "stage 1 for 1 of 3 epochs."
+        },
     )
     partition: Literal["consistent", "top_half", "cumulative"] = field(
         default="consistent",
         metadata={
-            "help": "Dominant neurons: 'consistent' (above the mean in more than half of the probes), 'top_half' or "
-            "'cumulative' (fewest neurons holding `threshold` of the importance)."
+            "help": "Dominant neurons: 'consistent' (above the matrix mean in more than half of the probes, the "
+            "paper's default), 'top_half' (the half with the most hits) or 'cumulative' (the fewest neurons holding "
+            "`threshold` of the accumulated importance)."
         },
     )
     threshold: float = field(
-        default=0.7, metadata={"help": "Importance share of the dominant neurons with partition 'cumulative'."}
+        default=0.7,
+        metadata={"help": "Importance share of the dominant neurons with `partition` 'cumulative', in (0, 1]."},
     )
     init: Literal["fresh", "carry"] = field(
         default="fresh",
-        metadata={"help": "Stage-2 start: 'fresh' LoRAs on W0 (Algorithm 1) or 'carry' stage 1's update."},
+        metadata={
+            "help": "Stage-2 start: 'fresh' LoRAs on the pre-trained weight (Algorithm 1) or 'carry' stage 1's "
+            "update into them (exact on dominant rows, best rank-r' approximation elsewhere)."
+        },
     )
     target_modules: tuple[str, ...] | str = field(
         default=("q_proj", "k_proj", "v_proj", "up_proj", "down_proj"),
-        metadata={"help": "Linear layers to adapt (last name component) or 'all'. Paper: Q, K, V, Up, Down."},
+        metadata={"help": "Comma-separated linear layers to adapt, or 'all'. Paper: Q, K, V, Up, Down."},
     )
     seed: int = field(default=42, metadata={"help": "Seed of the LoRA initializations."})
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 
@@ -44,7 +47,7 @@ class HitCounter:
     def state_dict(self) -> dict[str, torch.Tensor | int]:
         return {"hits": self.hits, "total": self.total, "probes": self.probes}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor | int]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.hits = state["hits"].to(self.hits)
         self.total = state["total"].to(self.total)
         self.probes = int(state["probes"])

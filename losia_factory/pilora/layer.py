@@ -39,6 +39,10 @@ class PiloraLinear(nn.Module):
         generator: Source of the initial ``A`` (CPU generator).
     """
 
+    # Stage-2 buffers, declared so their type is known (nn.Module types attributes it looks up as Tensor | Module).
+    dominant_idx: torch.Tensor
+    supplementary_idx: torch.Tensor
+
     def __init__(
         self,
         base: nn.Linear,

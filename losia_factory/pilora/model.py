@@ -16,7 +16,6 @@ Use in a training loop (0-based optimizer step ``t``; P = ``config.probe_length(
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.discovery import find_decoder_layers
+from ..core.attach import find_attached
+from ..core.discovery import find_decoder_layers, matches_target
+from ..fileio import write_json_atomic
 from .config import PiloraConfig, PiloraConfigError
 from .importance import HitCounter, neuron_scores
 from .layer import PiloraLinear
@@ -36,7 +37,11 @@ CONFIG_FILE = "pilora_config.json"
 
 
 def find_pilora_targets(model: nn.Module, config: PiloraConfig) -> list[str]:
-    """Qualified names of the decoder layers' ``nn.Linear`` modules that ``config.target_modules`` selects."""
+    """Qualified names of the decoder layers' ``nn.Linear`` modules that ``config.target_modules`` selects.
+
+    Matching follows LoSiA's rules (:func:`~losia_factory.core.discovery.matches_target`); in addition every entry
+    must select some linear layer, so a misspelt name is reported instead of silently adapting fewer layers.
+    """
     try:
         layers_path, layers = find_decoder_layers(model)
     except ValueError:
@@ -46,23 +51,32 @@ def find_pilora_targets(model: nn.Module, config: PiloraConfig) -> list[str]:
             "target_modules cannot be matched: PiLoRA adapts linear layers inside the decoder layers, and the model "
             "has no nn.ModuleList of blocks containing nn.Linear layers.",
         ) from None
-    names, available = [], set()
+    patterns = ("all",) if config.target_modules == "all" else tuple(config.target_modules)
+    names: list[str] = []
+    available: set[str] = set()
+    used: set[str] = set()
     for index, layer in enumerate(layers):
         for name, module in layer.named_modules():
             if not isinstance(module, nn.Linear):
                 continue
             available.add(name.rsplit(".", 1)[-1])
-            if config.target_modules == "all" or name.rsplit(".", 1)[-1] in config.target_modules:
+            hits = {p for p in patterns if matches_target(name, (p,))}
+            if hits:
+                used |= hits
                 names.append(f"{layers_path}.{index}.{name}")
-    if config.target_modules != "all":
-        missing = sorted(set(config.target_modules) - available)
-        if missing:
-            raise PiloraConfigError(
-                "target_modules",
-                f"target_modules {missing} match no linear layer of the decoder layers; available: "
-                f"{', '.join(sorted(available))} (or 'all').",
-            )
+    missing = sorted(set(patterns) - used)
+    if missing:
+        raise PiloraConfigError(
+            "target_modules",
+            f"target_modules {missing} match no linear layer of the decoder layers; available: "
+            f"{', '.join(sorted(available))} (or 'all').",
+        )
     return names
+
+
+def find_pilora_attachment(model: nn.Module | None) -> PiloraAttachment | None:
+    """The :class:`PiloraAttachment` of ``model`` or of a module inside it (e.g. inside a DDP wrapper)."""
+    return find_attached(model, ATTACHMENT)
 
 
 @dataclass
@@ -165,8 +179,7 @@ class PiloraAttachment:
 
         os.makedirs(folder, exist_ok=True)
         save_file(self.adapter_state_dict(), os.path.join(folder, "adapter_model.safetensors"))
-        with open(os.path.join(folder, "adapter_config.json"), "w", encoding="utf-8") as handle:
-            json.dump(self.adapter_config(base_model_name_or_path), handle, indent=2)
+        write_json_atomic(os.path.join(folder, "adapter_config.json"), self.adapter_config(base_model_name_or_path))
         analysis = {}
         for name, counter in self.counters.items():
             analysis[f"{name}.hits"] = counter.hits.cpu()
@@ -175,18 +188,15 @@ class PiloraAttachment:
                 analysis[f"{name}.mask"] = self.layers[name].dominant_mask.cpu()
         if analysis:
             save_file(analysis, os.path.join(folder, MASKS_FILE))
-        with open(os.path.join(folder, CONFIG_FILE), "w", encoding="utf-8") as handle:
-            probes = {name: c.probes for name, c in self.counters.items()}
-            json.dump(
-                {
-                    "config": self.config.to_dict(),
-                    "stage": self.stage,
-                    "probes": probes,
-                    "trainable": self.num_trainable(),
-                },
-                handle,
-                indent=2,
-            )
+        write_json_atomic(
+            os.path.join(folder, CONFIG_FILE),
+            {
+                "config": self.config.to_dict(),
+                "stage": self.stage,
+                "probes": {name: c.probes for name, c in self.counters.items()},
+                "trainable": self.num_trainable(),
+            },
+        )
 
     @torch.no_grad()
     def merge(self) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fileio import write_json_atomic
 from .settings import COMMONSENSE, DOMAIN_SETS
 
 TASKS_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
@@ -154,10 +155,7 @@ def read_summary(output_dir: str | Path) -> dict[str, float]:
 
 
 def _write_summary(output_dir: Path, summary: dict[str, float]) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir / (SUMMARY + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    tmp.replace(output_dir / SUMMARY)
+    write_json_atomic(output_dir / SUMMARY, summary, sort_keys=True)
 
 
 def latest_results(output_path: Path) -> dict:

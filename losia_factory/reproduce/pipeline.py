@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..fileio import write_json_atomic
 from .settings import DATA_DIR, DERIVED_TABLES, MODELS, SAVES_DIR, Experiment, experiments_for
 
 MARKER = "reproduce_stages.json"
@@ -154,11 +155,7 @@ class Pipeline:
     def _mark(self, exp: Experiment, stage: str, **info: Any) -> None:
         markers = self._markers(exp)
         markers[stage] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
-        path = self.output(exp) / MARKER
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(markers, indent=2) + "\n")
-        tmp.replace(path)
+        write_json_atomic(self.output(exp) / MARKER, markers)
 
     # ---- stages ------------------------------------------------------------------------------------------------
     def _execute(self, argv: list[str]) -> None:
@@ -406,8 +403,4 @@ def write_results(root: Path, results: dict[str, Any]) -> Path:
     path = root / SAVES_DIR / "results.json"
     merged = json.loads(path.read_text()) if path.is_file() else {"tables": {}}
     merged["tables"].update(results["tables"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json_atomic(path, merged, sort_keys=True)

@@ -240,6 +240,7 @@ def _frac(p: float) -> str:
 
 
 def _experiment(
+    *,
     table: str,
     name: str,
     model: str,
@@ -314,17 +315,17 @@ def _table1() -> list[Experiment]:
                     args, lr = _losia_args(data.losia_time_slot, model.output_rank_factor), data.losia_lr
                 name = f"{model_key}-{data.key}-{method}"
                 exp = _experiment(
-                    "losia_t1",
-                    name,
-                    model_key,
-                    method,
-                    args,
-                    DOMAIN,
-                    _sampled(data.key, data.samples),
-                    lr,
-                    ((data.key, data.samples),),
-                    data.eval_columns,
-                    f"{label} on {model.label} with {data.key} (50K): LoSiA paper Table 1",
+                    table="losia_t1",
+                    name=name,
+                    model=model_key,
+                    method=method,
+                    method_args=args,
+                    task_settings=DOMAIN,
+                    dataset=_sampled(data.key, data.samples),
+                    lr=lr,
+                    train_sets=((data.key, data.samples),),
+                    eval_columns=data.eval_columns,
+                    title=f"{label} on {model.label} with {data.key} (50K): LoSiA paper Table 1",
                 )
                 exp.cells.extend(Cell("losia_t1", f"{model.label} / {label}", c, c) for c in data.eval_columns)
                 out.append(exp)
@@ -340,18 +341,18 @@ def _table2() -> list[Experiment]:
             for lr in lrs:
                 name = f"llama2_7b-{task}-{method}-{_lr_tag(lr)}"
                 exp = _experiment(
-                    "losia_t2",
-                    name,
-                    "llama2_7b",
-                    method,
-                    args,
-                    COMMONSENSE_SETTINGS,
-                    task,
-                    lr,
-                    ((task, None),),
-                    (task,),
-                    f"{label} on LLaMA 2-7B with {task} (lr {lr:g}): LoSiA paper Table 2",
-                    ("Table 10 searches the learning rate; Table 2 reports the better of the pair.",),
+                    table="losia_t2",
+                    name=name,
+                    model="llama2_7b",
+                    method=method,
+                    method_args=args,
+                    task_settings=COMMONSENSE_SETTINGS,
+                    dataset=task,
+                    lr=lr,
+                    train_sets=((task, None),),
+                    eval_columns=(task,),
+                    title=f"{label} on LLaMA 2-7B with {task} (lr {lr:g}): LoSiA paper Table 2",
+                    notes=("Table 10 searches the learning rate; Table 2 reports the better of the pair.",),
                 )
                 exp.cells.append(Cell("losia_t2", label, task, task))
                 out.append(exp)
@@ -375,18 +376,18 @@ def _continual(by_name: dict[str, Experiment]) -> list[Experiment]:
                 # LoRA modules are merged into the backbone before the next task (A.3.4).
                 start = f"{previous.output_dir}/merged" if previous.is_adapter else previous.output_dir
                 exp = _experiment(
-                    "losia_t13",
-                    f"llama2_7b-continual-{method}-{stage}_{task}",
-                    "llama2_7b",
-                    method,
-                    args,
-                    COMMONSENSE_SETTINGS,
-                    task,
-                    lr,
-                    ((task, None),),
-                    CONTINUAL_ORDER,
-                    f"{row} stage {stage} ({task}) on LLaMA 2-7B: LoSiA paper Tables 5 and 13",
-                    _start_notes(previous, stage),
+                    table="losia_t13",
+                    name=f"llama2_7b-continual-{method}-{stage}_{task}",
+                    model="llama2_7b",
+                    method=method,
+                    method_args=args,
+                    task_settings=COMMONSENSE_SETTINGS,
+                    dataset=task,
+                    lr=lr,
+                    train_sets=((task, None),),
+                    eval_columns=CONTINUAL_ORDER,
+                    title=f"{row} stage {stage} ({task}) on LLaMA 2-7B: LoSiA paper Tables 5 and 13",
+                    notes=_start_notes(previous, stage),
                     model_path=start,
                     after=previous.name,
                 )
@@ -413,17 +414,17 @@ def _losia_math_variant(
 ) -> Experiment:
     args = _losia_args(DOMAIN_SETS["metamathqa"].losia_time_slot, MODELS[model_key].output_rank_factor, **losia)
     return _experiment(
-        table,
-        name,
-        model_key,
-        "losia",
-        args,
-        DOMAIN,
-        _sampled("metamathqa", samples),
-        lr,
-        (("metamathqa", samples),),
-        ("gsm8k_5shot",),
-        title,
+        table=table,
+        name=name,
+        model=model_key,
+        method="losia",
+        method_args=args,
+        task_settings=DOMAIN,
+        dataset=_sampled("metamathqa", samples),
+        lr=lr,
+        train_sets=(("metamathqa", samples),),
+        eval_columns=("gsm8k_5shot",),
+        title=title,
     )
 
 
@@ -438,17 +439,17 @@ def _ablations(by_name: dict[str, Experiment]) -> list[Experiment]:
             base = by_name[f"llama2_7b-{data_key}-losia"]
             args = {**base.args, **change}
             exp = _experiment(
-                "losia_t3",
-                f"llama2_7b-{data_key}-losia-{variant.lower()}",
-                "llama2_7b",
-                "losia",
-                {k: v for k, v in args.items() if k.startswith(("finetuning_type", "losia_"))},
-                DOMAIN,
-                _sampled(data_key, data.samples),
-                data.losia_lr,
-                ((data_key, data.samples),),
-                (source,),
-                f"LoSiA ablation {variant} on LLaMA 2-7B with {data_key} (50K): LoSiA paper Table 3",
+                table="losia_t3",
+                name=f"llama2_7b-{data_key}-losia-{variant.lower()}",
+                model="llama2_7b",
+                method="losia",
+                method_args={k: v for k, v in args.items() if k.startswith(("finetuning_type", "losia_"))},
+                task_settings=DOMAIN,
+                dataset=_sampled(data_key, data.samples),
+                lr=data.losia_lr,
+                train_sets=((data_key, data.samples),),
+                eval_columns=(source,),
+                title=f"LoSiA ablation {variant} on LLaMA 2-7B with {data_key} (50K): LoSiA paper Table 3",
             )
             exp.cells.append(Cell("losia_t3", variant, column, source))
             out.append(exp)
@@ -465,17 +466,17 @@ def _time_slots(by_name: dict[str, Experiment]) -> list[Experiment]:
         else:
             _, method_args, lr = METHODS["lora"]
             exp = _experiment(
-                "losia_t4",
-                f"llama2_7b-metamathqa_{samples // 1000}k-lora",
-                "llama2_7b",
-                "lora",
-                dict(method_args),
-                DOMAIN,
-                _sampled("metamathqa", samples),
-                lr,
-                (("metamathqa", samples),),
-                ("gsm8k_5shot",),
-                f"LoRA on LLaMA 2-7B with {samples // 1000}K MetaMathQA samples: LoSiA paper Table 4",
+                table="losia_t4",
+                name=f"llama2_7b-metamathqa_{samples // 1000}k-lora",
+                model="llama2_7b",
+                method="lora",
+                method_args=dict(method_args),
+                task_settings=DOMAIN,
+                dataset=_sampled("metamathqa", samples),
+                lr=lr,
+                train_sets=(("metamathqa", samples),),
+                eval_columns=("gsm8k_5shot",),
+                title=f"LoRA on LLaMA 2-7B with {samples // 1000}K MetaMathQA samples: LoSiA paper Table 4",
             )
             exp.cells.append(Cell("losia_t4", "LoRA", column, "gsm8k_5shot"))
             out.append(exp)
@@ -524,18 +525,19 @@ def _pilora() -> list[Experiment]:
     out = []
     for model_key, lr in PILORA_RUNS.items():
         exp = _experiment(
-            "pilora_t1",
-            f"{model_key}-commonsense170k-pilora",
-            model_key,
-            "pilora",
-            dict(PILORA),
-            COMMONSENSE_SETTINGS | {"template": "alpaca"},
-            "commonsense170k",
-            lr,
-            (("commonsense170k", None),),
-            COMMONSENSE,
-            f"PiLoRA on {MODELS[model_key].label} with Commonsense170K: PiLoRA paper Table 1 (settings: its Table 5)",
-            (
+            table="pilora_t1",
+            name=f"{model_key}-commonsense170k-pilora",
+            model=model_key,
+            method="pilora",
+            method_args=dict(PILORA),
+            task_settings=COMMONSENSE_SETTINGS | {"template": "alpaca"},
+            dataset="commonsense170k",
+            lr=lr,
+            train_sets=(("commonsense170k", None),),
+            eval_columns=COMMONSENSE,
+            title=f"PiLoRA on {MODELS[model_key].label} with Commonsense170K: PiLoRA paper Table 1 "
+            "(settings: its Table 5)",
+            notes=(
                 "The output is a standard LoRA adapter of rank r + r' = 34: chat / export it with",
                 "finetuning_type: lora and adapter_name_or_path: the output_dir below.",
             ),

@@ -20,8 +20,9 @@ from losia_factory.core import LosiaConfig, LosiaConfigError
         (dict(output_rank_factor=-0.1), "output_rank_factor"),
         (dict(output_rank_factor=2), "output_rank_factor"),
         (dict(importance="fisher"), "importance"),
-        (dict(ema_betas=(0.85,)), "ema_betas"),
-        (dict(ema_betas=(0.85, 1.0)), "ema_betas"),
+        (dict(ema_beta1=0.0), "ema_beta1"),
+        (dict(ema_beta2=1.0), "ema_beta2"),
+        (dict(ema_beta1="0.85"), "ema_beta1"),
         (dict(mode="random"), "mode"),
         (dict(pro="yes"), "pro"),
         (dict(target_modules=()), "target_modules"),
@@ -52,6 +53,19 @@ def test_comma_strings_and_round_trip():
     assert LosiaConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="Unknown LosiaConfig fields"):
         LosiaConfig.from_dict({"rank": 8})
+
+
+def test_plain_extra_names_match_every_parameter_containing_them():
+    cfg = LosiaConfig(extra_trainable="norm, *.bias,embed_tokens")
+    assert cfg.extra_trainable == ("*norm*", "*.bias", "*embed_tokens*")
+    assert LosiaConfig(extra_trainable=cfg.extra_trainable).extra_trainable == cfg.extra_trainable  # idempotent
+
+
+def test_configs_saved_with_the_ema_pair_still_load():
+    saved = {**LosiaConfig().to_dict(), "ema_betas": [0.8, 0.9]}
+    del saved["ema_beta1"], saved["ema_beta2"]
+    cfg = LosiaConfig.from_dict(saved)
+    assert (cfg.ema_beta1, cfg.ema_beta2, cfg.ema_betas) == (0.8, 0.9, (0.8, 0.9))
 
 
 def test_every_field_has_help_in_the_docstring():

@@ -263,10 +263,11 @@ def test_argument_reference_is_up_to_date():
     from pathlib import Path
 
     from losia_factory.llamafactory.arguments import arguments_markdown, arguments_table
+    from losia_factory.llamafactory.methods import LOSIA, REGISTERED
 
     root = Path(__file__).resolve().parents[2]
-    assert (root / "docs" / "arguments.md").read_text() == arguments_markdown(), "run: make docs"
-    assert arguments_table() in (root / "README.md").read_text(), "run: make docs"
+    assert (root / "docs" / "arguments.md").read_text() == arguments_markdown(REGISTERED), "run: make docs"
+    assert arguments_table(LOSIA) in (root / "README.md").read_text(), "run: make docs"
 
 
 # -- finetuning_type: pilora ---------------------------------------------------------------------------------------

@@ -1,77 +1,170 @@
-"""PiLoRA in the LLaMA Board web UI: an accordion of ``pilora_*`` fields, its labels and the runs it refuses."""
+"""PiLoRA (``finetuning_type: pilora``) as LLaMA-Factory sees it: one description and its hooks.
+
+A PiLoRA run trains LoRA adapters in two stages on one process and saves a standard LoRA adapter, so it shares
+LoRA's argument checks, and chat, export and evaluation load its output with ``finetuning_type: lora``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import fields
+import os
 from typing import Any
 
-from .pilora_arguments import SUPPORTED_STAGES, PiloraArguments
+from ...pilora import PiloraConfig, PiloraConfigError, attach_pilora, find_pilora_attachment
+from ..arguments import argument_error
+from ..checks import enabled_optimizers, optim_name
+from ..method import Method, UiGetter, WebUiGroup
 
-# Element name -> {lang: {"label": ..., "info": ...}} (LLaMA Board looks labels up by element name).
-PILORA_LOCALES: dict[str, dict[str, dict[str, str]]] = {
-    "pilora_tab": {
-        "en": {"label": "PiLoRA configurations"},
-        "ru": {"label": "Конфигурации PiLoRA"},
-        "zh": {"label": "PiLoRA 参数设置"},
-        "ko": {"label": "PiLoRA 구성"},
-        "ja": {"label": "PiLoRA 設定"},
-    },
-    "pilora_note": {
-        "en": {
-            "value": "PiLoRA trains a rank-r LoRA for a probe phase while scoring every output neuron, then gives "
-            "the important neurons rank r and the others rank r'. It saves a standard LoRA adapter: load it with "
-            "the lora fine-tuning method. One GPU, no DeepSpeed, no quantization."
-        },
-        "ru": {
-            "value": "PiLoRA обучает LoRA ранга r на этапе зондирования и оценивает каждый выходной нейрон, затем "
-            "даёт важным нейронам ранг r, а остальным ранг r'. Сохраняется обычный адаптер LoRA: загружайте его "
-            "методом lora. Одна GPU, без DeepSpeed и квантования."
-        },
-        "zh": {
-            "value": "PiLoRA 先在探测阶段训练秩为 r 的 LoRA 并为每个输出神经元打分，然后为重要神经元分配秩 r，其余分配秩 r'。"
-            "结果保存为标准 LoRA 适配器：请用 lora 微调方法加载。仅支持单卡，不支持 DeepSpeed 和量化。"
-        },
-        "ko": {
-            "value": "PiLoRA는 탐색 단계에서 랭크 r LoRA를 학습하며 모든 출력 뉴런의 점수를 매기고, 중요한 뉴런에는 랭크 r, "
-            "나머지에는 랭크 r'을 할당합니다. 표준 LoRA 어댑터로 저장되므로 lora 방식으로 불러오세요. GPU 하나, "
-            "DeepSpeed와 양자화는 사용할 수 없습니다."
-        },
-        "ja": {
-            "value": "PiLoRA は探索フェーズでランク r の LoRA を学習しながら各出力ニューロンを評価し、重要なニューロンにランク r、"
-            "それ以外にランク r' を割り当てます。標準の LoRA アダプターとして保存されるので、lora 手法で読み込んでください。"
-            "GPU 1 枚、DeepSpeed と量子化は使用できません。"
-        },
-    },
-    "pilora_rank": {
+STAGES = ("pt", "sft")
+
+
+def _refusals(model_args: Any, training_args: Any, finetuning_args: Any) -> list[str]:
+    problems = []
+    world_size = int(getattr(training_args, "world_size", 1) or 1)
+    if world_size > 1 or training_args.deepspeed or getattr(training_args, "fsdp", None):
+        problems.append(
+            "finetuning_type: pilora runs on one process: it replaces its trainable parameters when stage 2 starts, "
+            "which DDP, DeepSpeed and FSDP fix when they wrap the model. Launch one process without `deepspeed:` / "
+            "`fsdp:` (CUDA_VISIBLE_DEVICES=0)."
+        )
+    if training_args.resume_from_checkpoint:
+        problems.append(
+            f"resume_from_checkpoint ({training_args.resume_from_checkpoint}) is not supported with finetuning_type: "
+            "pilora yet. Start a new run (overwrite_output_dir: true, or another output_dir)."
+        )
+    if model_args.quantization_bit is not None:
+        problems.append(
+            f"quantization_bit: {model_args.quantization_bit} is not supported with finetuning_type: pilora."
+        )
+    if getattr(model_args, "use_unsloth", False):
+        problems.append("use_unsloth is not supported with finetuning_type: pilora. Remove use_unsloth.")
+    if model_args.adapter_name_or_path:
+        problems.append(
+            "adapter_name_or_path cannot be trained further with finetuning_type: pilora. Load a PiLoRA adapter "
+            "with finetuning_type: lora (it is a standard LoRA adapter)."
+        )
+    for flag, name in enabled_optimizers(finetuning_args):
+        problems.append(f"{flag}: {name} cannot be combined with finetuning_type: pilora.")
+    optim = optim_name(training_args)
+    if not optim.startswith("adamw_torch"):
+        problems.append(
+            f"optim: {optim} is not tested with finetuning_type: pilora (its parameters change at stage 2). Use "
+            "adamw_torch."
+        )
+    return problems
+
+
+def _setup(model: Any, model_args: Any, finetuning_args: Any, is_trainable: bool) -> Any:
+    """Wrap the target linear layers with stage-1 PiLoRA for training; refuse loading for inference.
+
+    A PiLoRA run saves a standard LoRA adapter: chat, export and evaluation load it with ``finetuning_type: lora``
+    and ``adapter_name_or_path``; loading with ``finetuning_type: pilora`` is refused with that advice.
+    """
+    from llamafactory.extras import logging
+
+    if not is_trainable:
+        raise ValueError(
+            "A PiLoRA output is a standard LoRA adapter: load it with finetuning_type: lora and "
+            "adapter_name_or_path: <the training output_dir>."
+        )
+    try:
+        attachment = attach_pilora(model, finetuning_args.pilora_config)
+    except PiloraConfigError as err:
+        raise ValueError(argument_error(PILORA, err)) from None
+    config = attachment.config
+    logging.get_logger("llamafactory.pilora").info_rank0(
+        f"Fine-tuning method: PiLoRA | r={config.rank}, r'={config.supplementary_rank}, alpha={config.alpha}, "
+        f"K={config.interval}, partition={config.partition}, init={config.init} | {len(attachment.layers)} target "
+        f"layers ({', '.join(sorted({n.rsplit('.', 1)[-1] for n in attachment.layers}))}) | stage-1 LoRA params "
+        f"{attachment.num_trainable():,}"
+    )
+    return model
+
+
+def _prepare_trainer(trainer: Any, num_training_steps: int, optimizer: Any) -> bool:
+    """A PiLoRA model gets the callback that runs its two stages; the scheduler stays LLaMA-Factory's."""
+    from ...hf.pilora_callback import PiloraCallback
+    from ..trainer_hooks import add_callback_first
+
+    if find_pilora_attachment(trainer.model) is not None:
+        add_callback_first(trainer, PiloraCallback)
+    return False
+
+
+def _save_model(trainer: Any, output_dir: str) -> bool:
+    """Save a PiLoRA model as the standard LoRA adapter it is equivalent to, not as wrapped full weights."""
+    import torch
+
+    attachment = find_pilora_attachment(trainer.model)
+    if attachment is None:
+        return False
+    os.makedirs(output_dir, exist_ok=True)
+    base = getattr(getattr(trainer.model, "config", None), "_name_or_path", None)
+    attachment.save_adapter(output_dir, base_model_name_or_path=base)
+    if trainer.processing_class is not None:
+        trainer.processing_class.save_pretrained(output_dir)
+    torch.save(trainer.args, os.path.join(output_dir, "training_args.bin"))
+    return True
+
+
+def _ui_refusal(get: UiGetter, stage: str, device_count: int) -> str:
+    if stage not in STAGES:
+        return "err_pilora_stage"
+    if get("train.ds_stage") != "none":
+        return "err_pilora_deepspeed"
+    if get("top.quantization_bit") not in (None, "none", ""):
+        return "err_pilora_quantization"
+    if get("top.booster") == "unsloth":
+        return "err_pilora_unsloth"
+    if device_count > 1:
+        return "err_pilora_devices"
+    return ""
+
+
+_TITLE = {
+    "en": "PiLoRA configurations",
+    "ru": "Конфигурации PiLoRA",
+    "zh": "PiLoRA 参数设置",
+    "ko": "PiLoRA 구성",
+    "ja": "PiLoRA 設定",
+}
+_NOTE = {
+    "en": "PiLoRA trains a rank-r LoRA for a probe phase while scoring every output neuron, then gives the important neurons rank r and the others rank r'. It saves a standard LoRA adapter: load it with the lora fine-tuning method. One GPU, no DeepSpeed, no quantization.",
+    "ru": "PiLoRA обучает LoRA ранга r на этапе зондирования и оценивает каждый выходной нейрон, затем даёт важным нейронам ранг r, а остальным ранг r'. Сохраняется обычный адаптер LoRA: загружайте его методом lora. Одна GPU, без DeepSpeed и квантования.",
+    "zh": "PiLoRA 先在探测阶段训练秩为 r 的 LoRA 并为每个输出神经元打分，然后为重要神经元分配秩 r，其余分配秩 r'。结果保存为标准 LoRA 适配器：请用 lora 微调方法加载。仅支持单卡，不支持 DeepSpeed 和量化。",
+    "ko": "PiLoRA는 탐색 단계에서 랭크 r LoRA를 학습하며 모든 출력 뉴런의 점수를 매기고, 중요한 뉴런에는 랭크 r, 나머지에는 랭크 r'을 할당합니다. 표준 LoRA 어댑터로 저장되므로 lora 방식으로 불러오세요. GPU 하나, DeepSpeed와 양자화는 사용할 수 없습니다.",
+    "ja": "PiLoRA は探索フェーズでランク r の LoRA を学習しながら各出力ニューロンを評価し、重要なニューロンにランク r、それ以外にランク r' を割り当てます。標準の LoRA アダプターとして保存されるので、lora 手法で読み込んでください。GPU 1 枚、DeepSpeed と量子化は使用できません。",
+}
+# Config field -> {lang: {"label": ..., "info": ...}}: short labels and translations of the help.
+_LABELS: dict[str, dict[str, dict[str, str]]] = {
+    "rank": {
         "en": {"label": "Rank r", "info": "Rank of the probe LoRA and of the important neurons' LoRA. Paper: 32."},
         "ru": {"label": "Ранг r", "info": "Ранг LoRA этапа зондирования и LoRA важных нейронов. В статье: 32."},
         "zh": {"label": "秩 r", "info": "探测阶段 LoRA 及重要神经元 LoRA 的秩。论文：32。"},
         "ko": {"label": "랭크 r", "info": "탐색 단계 LoRA와 중요 뉴런 LoRA의 랭크. 논문: 32."},
         "ja": {"label": "ランク r", "info": "探索フェーズの LoRA と重要ニューロンの LoRA のランク。論文: 32。"},
     },
-    "pilora_supplementary_rank": {
+    "supplementary_rank": {
         "en": {"label": "Rank r'", "info": "Rank of the LoRA on the other neurons (1 to r). Paper: 1 or 2."},
         "ru": {"label": "Ранг r'", "info": "Ранг LoRA остальных нейронов (от 1 до r). В статье: 1 или 2."},
         "zh": {"label": "秩 r'", "info": "其余神经元 LoRA 的秩（1 到 r）。论文：1 或 2。"},
         "ko": {"label": "랭크 r'", "info": "나머지 뉴런 LoRA의 랭크(1~r). 논문: 1 또는 2."},
         "ja": {"label": "ランク r'", "info": "その他のニューロンの LoRA のランク（1〜r）。論文: 1 または 2。"},
     },
-    "pilora_alpha": {
+    "alpha": {
         "en": {"label": "LoRA alpha", "info": "Both LoRAs are scaled by alpha / r. Paper: 64."},
         "ru": {"label": "LoRA alpha", "info": "Оба LoRA масштабируются на alpha / r. В статье: 64."},
         "zh": {"label": "LoRA alpha", "info": "两个 LoRA 的缩放系数均为 alpha / r。论文：64。"},
         "ko": {"label": "LoRA alpha", "info": "두 LoRA 모두 alpha / r로 스케일됩니다. 논문: 64."},
         "ja": {"label": "LoRA alpha", "info": "両方の LoRA を alpha / r でスケールします。論文: 64。"},
     },
-    "pilora_dropout": {
+    "dropout": {
         "en": {"label": "Dropout", "info": "Dropout on the adapters' input. Paper: 0.05."},
         "ru": {"label": "Dropout", "info": "Dropout на входе адаптеров. В статье: 0.05."},
         "zh": {"label": "Dropout", "info": "适配器输入的 dropout。论文：0.05。"},
         "ko": {"label": "드롭아웃", "info": "어댑터 입력에 적용하는 드롭아웃. 논문: 0.05."},
         "ja": {"label": "ドロップアウト", "info": "アダプター入力のドロップアウト。論文: 0.05。"},
     },
-    "pilora_interval": {
+    "interval": {
         "en": {"label": "Scoring interval K", "info": "Score the neurons every K optimizer steps of the probe."},
         "ru": {
             "label": "Интервал оценки K",
@@ -81,49 +174,49 @@ PILORA_LOCALES: dict[str, dict[str, dict[str, str]]] = {
         "ko": {"label": "점수 간격 K", "info": "탐색 단계에서 옵티마이저 K 스텝마다 뉴런 점수를 매깁니다."},
         "ja": {"label": "評価間隔 K", "info": "探索フェーズで K オプティマイザステップごとにニューロンを評価します。"},
     },
-    "pilora_probe_steps": {
+    "probe_steps": {
         "en": {"label": "Probe steps", "info": "Length of the probe phase in steps; 0 uses the probe ratio."},
         "ru": {"label": "Шаги зондирования", "info": "Длина этапа зондирования в шагах; 0 — по доле."},
         "zh": {"label": "探测步数", "info": "探测阶段的步数；0 表示按探测比例计算。"},
         "ko": {"label": "탐색 스텝", "info": "탐색 단계 길이(스텝); 0이면 탐색 비율을 사용합니다."},
         "ja": {"label": "探索ステップ数", "info": "探索フェーズの長さ（ステップ）。0 なら探索比率を使います。"},
     },
-    "pilora_probe_ratio": {
+    "probe_ratio": {
         "en": {"label": "Probe ratio", "info": "Probe phase as a share of the run. Paper: 1 epoch of 3."},
         "ru": {"label": "Доля зондирования", "info": "Этап зондирования как доля обучения. В статье: 1 эпоха из 3."},
         "zh": {"label": "探测比例", "info": "探测阶段占整个训练的比例。论文：3 个 epoch 中的 1 个。"},
         "ko": {"label": "탐색 비율", "info": "전체 학습 중 탐색 단계의 비율. 논문: 3 에폭 중 1 에폭."},
         "ja": {"label": "探索比率", "info": "学習全体に対する探索フェーズの割合。論文: 3 エポック中 1 エポック。"},
     },
-    "pilora_partition": {
+    "partition": {
         "en": {"label": "Partition rule", "info": "consistent (paper), top_half or cumulative."},
         "ru": {"label": "Правило разбиения", "info": "consistent (статья), top_half или cumulative."},
         "zh": {"label": "划分规则", "info": "consistent（论文）、top_half 或 cumulative。"},
         "ko": {"label": "분할 규칙", "info": "consistent(논문), top_half 또는 cumulative."},
         "ja": {"label": "分割ルール", "info": "consistent（論文）、top_half、cumulative。"},
     },
-    "pilora_threshold": {
+    "threshold": {
         "en": {"label": "Importance share", "info": "Share held by the important neurons (cumulative rule)."},
         "ru": {"label": "Доля важности", "info": "Доля важности у важных нейронов (правило cumulative)."},
         "zh": {"label": "重要性占比", "info": "重要神经元所占的重要性比例（cumulative 规则）。"},
         "ko": {"label": "중요도 비율", "info": "중요 뉴런이 차지하는 중요도 비율(cumulative 규칙)."},
         "ja": {"label": "重要度の割合", "info": "重要ニューロンが占める重要度の割合（cumulative ルール）。"},
     },
-    "pilora_init": {
+    "init": {
         "en": {"label": "Stage-2 start", "info": "fresh LoRAs (paper) or carry the probe's update."},
         "ru": {"label": "Начало этапа 2", "info": "новые LoRA (статья) или перенос обновления зондирования."},
         "zh": {"label": "第二阶段初始化", "info": "全新 LoRA（论文）或沿用探测阶段的更新。"},
         "ko": {"label": "2단계 시작", "info": "새 LoRA(논문) 또는 탐색 단계 업데이트 유지."},
         "ja": {"label": "ステージ 2 の開始", "info": "新しい LoRA（論文）か探索フェーズの更新を引き継ぐか。"},
     },
-    "pilora_target": {
+    "target_modules": {
         "en": {"label": "Target modules", "info": "Linear layers to adapt, comma separated, or all."},
         "ru": {"label": "Целевые модули", "info": "Линейные слои через запятую или all."},
         "zh": {"label": "目标模块", "info": "要适配的线性层，逗号分隔，或 all。"},
         "ko": {"label": "대상 모듈", "info": "적용할 선형 계층(쉼표로 구분) 또는 all."},
         "ja": {"label": "対象モジュール", "info": "適応する線形層（カンマ区切り）または all。"},
     },
-    "pilora_seed": {
+    "seed": {
         "en": {"label": "Adapter seed", "info": "Seed of the LoRA initializations."},
         "ru": {"label": "Сид адаптеров", "info": "Сид инициализации LoRA."},
         "zh": {"label": "适配器种子", "info": "LoRA 初始化的随机种子。"},
@@ -131,9 +224,8 @@ PILORA_LOCALES: dict[str, dict[str, dict[str, str]]] = {
         "ja": {"label": "アダプターのシード", "info": "LoRA 初期化のシード。"},
     },
 }
-
 # Alert key -> {lang: message}, shown instead of starting a PiLoRA run it cannot do.
-PILORA_ALERTS: dict[str, dict[str, str]] = {
+_ALERTS: dict[str, dict[str, str]] = {
     "err_pilora_deepspeed": {
         "en": "PiLoRA runs on one device without DeepSpeed: set the DeepSpeed stage to none.",
         "ru": "PiLoRA работает на одном устройстве без DeepSpeed: установите стадию DeepSpeed в none.",
@@ -171,78 +263,40 @@ PILORA_ALERTS: dict[str, dict[str, str]] = {
     },
 }
 
-# Every pilora_* argument has an element of the same name in the Train tab.
-PILORA_INPUT_NAMES = tuple(f.name for f in fields(PiloraArguments))
-INTEGER_FIELDS = ("pilora_rank", "pilora_supplementary_rank", "pilora_interval", "pilora_probe_steps", "pilora_seed")
-FLOAT_FIELDS = ("pilora_alpha", "pilora_dropout", "pilora_probe_ratio", "pilora_threshold")
 
-
-def create_pilora_accordion() -> dict[str, Any]:
-    """The PiLoRA accordion of the Train tab (hidden until ``pilora`` is the fine-tuning method)."""
-    import gradio as gr
-
-    d = PiloraArguments()
-    with gr.Accordion(open=True, visible=False, elem_id="pilora_tab") as pilora_tab:
-        pilora_note = gr.Markdown()
-        with gr.Row():
-            rank = gr.Slider(1, 256, value=d.pilora_rank, step=1, elem_id="pilora_rank")
-            sup = gr.Slider(1, 16, value=d.pilora_supplementary_rank, step=1, elem_id="pilora_supplementary_rank")
-            alpha = gr.Slider(1, 512, value=d.pilora_alpha, step=1, elem_id="pilora_alpha")
-            dropout = gr.Slider(0.0, 0.5, value=d.pilora_dropout, step=0.01, elem_id="pilora_dropout")
-        with gr.Row():
-            interval = gr.Slider(1, 100, value=d.pilora_interval, step=1, elem_id="pilora_interval")
-            probe_steps = gr.Number(value=d.pilora_probe_steps, precision=0, elem_id="pilora_probe_steps")
-            probe_ratio = gr.Slider(
-                0.01, 0.99, value=round(d.pilora_probe_ratio, 4), step=0.01, elem_id="pilora_probe_ratio"
-            )
-            partition = gr.Dropdown(
-                ["consistent", "top_half", "cumulative"], value=d.pilora_partition, elem_id="pilora_partition"
-            )
-        with gr.Row():
-            threshold = gr.Slider(0.05, 1.0, value=d.pilora_threshold, step=0.05, elem_id="pilora_threshold")
-            init = gr.Dropdown(["fresh", "carry"], value=d.pilora_init, elem_id="pilora_init")
-            target = gr.Textbox(value=d.pilora_target, elem_id="pilora_target")
-            seed = gr.Number(value=d.pilora_seed, precision=0, elem_id="pilora_seed")
-    return dict(
-        pilora_tab=pilora_tab,
-        pilora_note=pilora_note,
-        pilora_rank=rank,
-        pilora_supplementary_rank=sup,
-        pilora_alpha=alpha,
-        pilora_dropout=dropout,
-        pilora_interval=interval,
-        pilora_probe_steps=probe_steps,
-        pilora_probe_ratio=probe_ratio,
-        pilora_partition=partition,
-        pilora_threshold=threshold,
-        pilora_init=init,
-        pilora_target=target,
-        pilora_seed=seed,
-    )
-
-
-def pilora_train_args(get: Callable[[str], Any]) -> dict[str, Any]:
-    """The ``pilora_*`` training arguments from the Train tab values (``get("train.<name>")``)."""
-    args = {name: get(f"train.{name}") for name in PILORA_INPUT_NAMES}
-    for name in INTEGER_FIELDS:
-        args[name] = int(args[name])
-    for name in FLOAT_FIELDS:
-        args[name] = float(args[name])
-    return args
-
-
-def pilora_ui_error(get: Callable[[str], Any], lang: str, stage: str, device_count: int) -> str:
-    """The message explaining why PiLoRA cannot start with the current Train tab settings, or ''."""
-    if stage not in SUPPORTED_STAGES:
-        key = "err_pilora_stage"
-    elif get("train.ds_stage") != "none":
-        key = "err_pilora_deepspeed"
-    elif get("top.quantization_bit") not in (None, "none", ""):
-        key = "err_pilora_quantization"
-    elif get("top.booster") == "unsloth":
-        key = "err_pilora_unsloth"
-    elif device_count > 1:
-        key = "err_pilora_devices"
-    else:
-        return ""
-    return PILORA_ALERTS[key].get(lang, PILORA_ALERTS[key]["en"])
+PILORA = Method(
+    name="pilora",
+    title="PiLoRA",
+    summary="importance-aware LoRA ranks",
+    config_class=PiloraConfig,
+    runs_as="lora",
+    stages=STAGES,
+    renames={"target_modules": "target"},
+    message_names_argument=True,
+    refusals=_refusals,
+    setup=_setup,
+    prepare_trainer=_prepare_trainer,
+    save_model=_save_model,
+    docs_intro="Set `finetuning_type: pilora` and any of these (see [pilora.md](pilora.md)).",
+    ui=WebUiGroup(
+        title=_TITLE,
+        note=_NOTE,
+        labels=_LABELS,
+        sliders={
+            "rank": (1, 256, 1),
+            "supplementary_rank": (1, 16, 1),
+            "alpha": (1, 512, 1),
+            "dropout": (0.0, 0.5, 0.01),
+            "interval": (1, 100, 1),
+            "probe_ratio": (0.01, 0.99, 0.01),
+            "threshold": (0.05, 1.0, 0.05),
+        },
+        rows=(
+            ("rank", "supplementary_rank", "alpha", "dropout"),
+            ("interval", "probe_steps", "probe_ratio", "partition"),
+            ("threshold", "init", "target_modules", "seed"),
+        ),
+        alerts=_ALERTS,
+        refusal=_ui_refusal,
+    ),
+)
