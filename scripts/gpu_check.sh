@@ -51,7 +51,8 @@ section() {  # section NAME LIMIT_SECONDS command...
   shift 2
   t0=$(date +%s)
   echo "[gpu_check] $name (limit ${limit} s, $(elapsed) s so far) ..."
-  timeout --kill-after=10 "$limit" "$@" >"$WORK/$name.log" 2>&1
+  # Through bash -c so that the exported section functions run under timeout like any command.
+  timeout --kill-after=10 "$limit" bash -c '"$@"' section "$@" >"$WORK/$name.log" 2>&1
   rc=$?
   # One log file for all sections (a lent GPU machine sends back few files): each section's last 300 lines.
   { echo "==== $name (exit $rc) ===="; tail -n 300 "$WORK/$name.log"; } >>"$OUT_DIR/sections.log"
@@ -81,6 +82,8 @@ else
   SMOKE_STEPS=100; DS_STEPS=5; DS_HIDDEN=1024; DS_LAYERS=24
 fi
 
+export DRY PY ROOT WORK OUT_DIR SMOKE_STEPS DS_STEPS DS_HIDDEN DS_LAYERS BF16 DS_BACKEND
+
 # -- env ----------------------------------------------------------------------------------------------------------
 env_report() {
   if [ $DRY -eq 0 ]; then nvidia-smi || return 1; fi
@@ -98,6 +101,7 @@ for name in ("transformers", "peft", "galore_torch", "llamafactory", "deepspeed"
         print(f"{name}: not importable ({type(err).__name__}: {err})")
 EOF
 }
+export -f env_report
 section env 120 env_report
 if [ $DRY -eq 0 ] && ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   echo "gpu_check: this python ($PY) sees no CUDA device; run with --dry-run on a CPU machine" >&2
@@ -137,6 +141,7 @@ hidden_size=64, intermediate_size=128, num_layers=2)" || return 1
     "${SMOKE_SIZES[@]}" || return 1
   cp "$WORK/quality/results.json" "$OUT_DIR/smoke_results.json"
 }
+export -f smoke
 if ! has llamafactory; then
   record smoke skipped 0 "llamafactory is not importable (carry its wheels)"
 elif [ $DRY -eq 0 ] && [ ! -f "${LOSIA_QUALITY_MODEL:-$ROOT/saves/quality/model}/config.json" ]; then
@@ -182,6 +187,7 @@ EOF
   cp "$WORK/ds_out/losia_log.jsonl" "$OUT_DIR/deepspeed_losia_log.jsonl" 2>/dev/null
   grep -q '"reselect"' "$WORK/ds_out/losia_log.jsonl"
 }
+export -f deepspeed_steps
 if ! has llamafactory || ! has deepspeed; then
   record deepspeed skipped 0 "llamafactory or deepspeed is not importable (carry their wheels)"
 else

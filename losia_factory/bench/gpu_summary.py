@@ -55,7 +55,7 @@ def bench_section(title: str, path: Path) -> list[str]:
         f"## {title}",
         "",
         f"{report['device']}, torch {report['torch']}, {model['dtype']}; LLaMA shape with random weights, "
-        f"{model['parameters'] / 1e6:.0f}M parameters (hidden {model['hidden_size']}, {model['num_layers']} layers, "
+        f"{model['parameters'] / 1e6:.1f}M parameters (hidden {model['hidden_size']}, {model['num_layers']} layers, "
         f"MLP {model['intermediate_size']}, {model['num_heads']} heads / {model['num_kv_heads']} KV heads, vocabulary "
         f"{model['vocab_size']}); batch {model['batch_size']} x {model['seq_len']} tokens; median of {model['steps']} "
         f"steps after {model['warmup']}; each method in its own process. LoSiA: p = {model['rank_factor']:g}, "
@@ -90,7 +90,7 @@ def summary(out: Path, sections: Path, dry_run: bool) -> str:
     lines += bench_section("LLaMA-2 7B's layer shape (four decoder layers)", out / "bench_7b.json")
     smoke = out / "smoke_results.json"
     if smoke.exists():
-        results = json.loads(smoke.read_text())
+        results = json.loads(smoke.read_text()).get("runs", {})  # the harness's results.json
         lines += ["## Real-model smoke run (quality harness, LoSiA-Pro)", ""]
         lines += ["| run | accuracy % | answer NLL | forgetting | train s |", "|---|---:|---:|---:|---:|"]
         for key, entry in results.items():
