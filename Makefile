@@ -27,7 +27,7 @@ demo: $(STAMP)  ## build a tiny offline LLaMA + the bundled dataset, train it wi
 bench-quick: $(STAMP)  ## smoke run of the training-cost benchmark (small model, seconds)
 	$(VENV)/bin/losia-factory benchmark --quick
 
-bench: $(STAMP)  ## the CPU benchmark of docs/benchmarks.md (~30 min on 2 cores)
+bench: $(STAMP)  ## the full CPU benchmark of docs/benchmarks.md, all methods, interleaved timing (~45 min on 2 cores)
 	$(VENV)/bin/losia-factory benchmark --json docs/bench/cpu.json --plot docs/images/benchmark_cpu.png \
 		--activation-sweep 1/16,1/8,1/4,1/2
 
