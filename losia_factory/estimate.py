@@ -6,11 +6,12 @@ gradient (fp32) and two importance buffers (``Ibar``, ``Ubar``). Activations dep
 are not included. The paper's Table 14 gives the same terms with ``K`` square ``d x d`` matrices per layer; this
 estimator uses the real shapes (attention with grouped key/value heads, the MLP's intermediate size).
 
-Data-parallel runs (``--gpus N --zero {0,1,2}``) are reported per GPU. Plain DDP (ZeRO 0) keeps everything on every
-rank. Under DeepSpeed ZeRO-1 the engine owns the fp32 masters and Adam moments and partitions them over the ranks, and
-the model's block parameters become copies in the training dtype; ZeRO-2 partitions the block gradients as well. The
-backbone, the measuring group's gradient sink and its importance buffers are never partitioned: LoSiA writes into the
-backbone after every step, and every rank scores the same averaged gradient.
+Data-parallel runs (``--gpus N --zero {0,1,2,3}``) are reported per GPU. Plain DDP (ZeRO 0) keeps everything on
+every rank. Under DeepSpeed ZeRO-1 the engine owns the fp32 masters and Adam moments and partitions them over the
+ranks, and the model's block parameters become copies in the training dtype; ZeRO-2 partitions the block gradients as
+well; ZeRO-3 also partitions the backbone and the block copies, and gathers one module's weights at a time around its
+forward and backward (plus the measuring group's weights for its importance). The measuring group's gradient sink and
+its importance buffers are never partitioned: every rank scores the same averaged gradient.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class ModelShape:
 PRESETS = {
     "llama2-7b": ModelShape("LLaMA-2 7B", 4096, 11008, 32, 32, 32, 128, 32000, False),
     "llama2-13b": ModelShape("LLaMA-2 13B", 5120, 13824, 40, 40, 40, 128, 32000, False),
+    "llama2-70b": ModelShape("LLaMA-2 70B", 8192, 28672, 80, 64, 8, 128, 32000, False),
     "gemma-2b": ModelShape("Gemma-2B", 2048, 16384, 18, 8, 1, 256, 256000, True),
 }
 
@@ -97,14 +99,11 @@ PAPER_TABLE15 = {
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
-ZERO_STAGES = (0, 1, 2)
-ZERO3_UNSUPPORTED = (
-    "ZeRO-3 is not supported with LoSiA: it partitions the backbone weights LoSiA writes into; use --zero 1 or 2"
-)
+ZERO_STAGES = (0, 1, 2, 3)
 
 
 def load_shape(model: str) -> ModelShape:
-    """A preset name (``llama2-7b``, ``llama2-13b``, ``gemma-2b``) or a path to a config.json / model folder."""
+    """A preset name (``llama2-7b``, ``llama2-13b``, ``llama2-70b``, ``gemma-2b``) or a config.json / model folder."""
     if model in PRESETS:
         return PRESETS[model]
     path = Path(model)
@@ -126,8 +125,6 @@ def check_parallel(gpus: int, zero: int) -> None:
     """Raise ``ValueError`` unless ``gpus`` ranks under ZeRO stage ``zero`` is a setting LoSiA supports."""
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
         raise ValueError(f"--gpus must be an integer >= 1, got {gpus!r}")
-    if zero == 3:
-        raise ValueError(ZERO3_UNSUPPORTED)
     if zero not in ZERO_STAGES:
         raise ValueError(f"--zero must be one of {', '.join(map(str, ZERO_STAGES))}, got {zero!r}")
 
@@ -199,19 +196,24 @@ def estimate(
 
     Returns:
         Element counts (``trainable``, ``layer_blocks``, ``head_block``) and byte counts per GPU; ``block_copies``
-        is 0 without DeepSpeed, where the block parameters are the fp32 masters themselves.
+        is 0 without DeepSpeed, where the block parameters are the fp32 masters themselves; ``gathered_weights``
+        (ZeRO-3 only) is the largest group's weights gathered whole at once, the floor of ZeRO-3's working set
+        (its prefetch and live-parameter limits add to it).
     """
     check_parallel(gpus, zero)
     sizes = _group_sizes(shape, rank_factor, output_rank_factor)
     trainable = sizes["trainable"]
     largest_group = max(sizes["layer_full"], sizes["head_full"])
     wbytes, ibytes = DTYPE_BYTES[weight_dtype], DTYPE_BYTES[importance_dtype]
-    # ZeRO-1 partitions the optimizer side (fp32 masters, Adam moments), ZeRO-2 the block gradients as well.
+    # ZeRO-1 partitions the optimizer side (fp32 masters, Adam moments), ZeRO-2 the block gradients as well, ZeRO-3
+    # the backbone and the model's block copies too.
     optimizer_ranks = gpus if zero >= 1 else 1
     gradient_ranks = gpus if zero >= 2 else 1
+    weight_ranks = gpus if zero >= 3 else 1
     parts = {
-        "weights": shape.num_parameters() * wbytes,
-        "block_copies": trainable * wbytes if zero else 0,
+        "weights": _shard(shape.num_parameters() * wbytes, weight_ranks),
+        "block_copies": _shard(trainable * wbytes, weight_ranks) if zero else 0,
+        "gathered_weights": largest_group * wbytes if zero >= 3 else 0,
         "subnet_masters": _shard(trainable * 4, optimizer_ranks),
         "adam_moments": _shard(2 * trainable * 4, optimizer_ranks),
         "block_gradients": _shard(trainable * DTYPE_BYTES[gradient_dtype(weight_dtype, zero)], gradient_ranks),
@@ -236,12 +238,15 @@ def communication(
     mode one group measures at every step: a decoder layer, or on its share of the steps the output layer; the mean
     over a cycle of G groups is the sum of all groups' full weights over G (the same in sync mode, where all groups
     measure during one slot in G). The block gradients are reduced once per optimizer step by DDP and ZeRO-1, and at
-    every micro-batch by ZeRO-2; under ZeRO the updated blocks are then all-gathered in the training dtype.
+    every micro-batch by ZeRO-2 and ZeRO-3; under ZeRO the updated blocks are then all-gathered in the training
+    dtype. ZeRO-3 all-gathers every weight for the forward pass and again for the backward pass of each micro-batch
+    (a third time with gradient checkpointing), and LoSiA gathers the measuring group's weights once per step.
 
     Returns:
         ``importance_layer`` (a measuring decoder layer), ``importance_head`` (a measuring output layer, 0 when
-        frozen), ``importance_mean`` (mean per step), ``block_gradients``, ``block_allgather`` (0 without ZeRO) and
-        ``total_mean`` (the sum of the last three).
+        frozen), ``importance_mean`` (mean per step), ``block_gradients``, ``block_allgather`` (0 without ZeRO),
+        ``weight_allgather`` (ZeRO-3: forward and backward of one micro-batch), ``measuring_weights`` (ZeRO-3: the
+        measuring group's weights, mean per step) and ``total_mean`` (the sum of the last five).
     """
     check_parallel(1, zero)
     sizes = _group_sizes(shape, rank_factor, output_rank_factor)
@@ -252,8 +257,15 @@ def communication(
         "importance_mean": 4 * (layers + sizes["head_full"]) / sizes["num_groups"],
         "block_gradients": sizes["trainable"] * DTYPE_BYTES[gradient_dtype(weight_dtype, zero)],
         "block_allgather": sizes["trainable"] * DTYPE_BYTES[weight_dtype] if zero else 0,
+        "weight_allgather": 2 * shape.num_parameters() * DTYPE_BYTES[weight_dtype] if zero >= 3 else 0,
+        "measuring_weights": (
+            (layers + sizes["head_full"]) / sizes["num_groups"] * DTYPE_BYTES[weight_dtype] if zero >= 3 else 0
+        ),
     }
-    parts["total_mean"] = parts["importance_mean"] + parts["block_gradients"] + parts["block_allgather"]
+    parts["total_mean"] = sum(
+        parts[key]
+        for key in ("importance_mean", "block_gradients", "block_allgather", "weight_allgather", "measuring_weights")
+    )
     return parts
 
 
@@ -266,6 +278,7 @@ MEMORY_COLUMNS = (
     ("block grads", "block_gradients"),
     ("measuring grad", "measuring_full_gradient"),
     ("importance", "importance_buffers"),
+    ("gathered", "gathered_weights"),
     ("total static", "total_static"),
 )
 MIB = 2**20
@@ -310,7 +323,12 @@ def _summary(shape: ModelShape, weight_dtype: str, importance_dtype: str, zero: 
 
 
 def _parallel_line(gpus: int, zero: int) -> str:
-    split = {0: "", 1: "masters and moments", 2: "masters, moments and block grads"}[zero]
+    split = {
+        0: "",
+        1: "masters and moments",
+        2: "masters, moments and block grads",
+        3: "weights, block copies, masters, moments and block grads",
+    }[zero]
     where = (
         f"{split} are split {gpus} ways, the rest is whole on every GPU"
         if zero and gpus > 1
@@ -331,7 +349,11 @@ def _memory_table(
     gpus: int,
     zero: int,
 ) -> list[str]:
-    columns = [(header, key) for header, key in MEMORY_COLUMNS if zero or key != "block_copies"]
+    columns = [
+        (header, key)
+        for header, key in MEMORY_COLUMNS
+        if (zero or key != "block_copies") and (zero >= 3 or key != "gathered_weights")
+    ]
     headers = ["p", "p_o", "trainable (M)", "paper (M)", *(header for header, _ in columns), "paper measured GB"]
     lines = ["| " + " | ".join(headers) + " |", "|---|---|" + "---:|" * (len(headers) - 2)]
     for p_o in output_rank_factors:
@@ -360,7 +382,7 @@ def _communication_table(
     gpus: int,
     zero: int,
 ) -> list[str]:
-    full = _group_sizes(shape, 1.0, 1.0)  # full weight counts do not depend on p and p_o
+    full = _group_sizes(shape, 1.0, 0.5)  # full weight counts do not depend on p and p_o (0 < p_o < 1: a head group)
     layer_weights, head_weights = full["layer_full"], full["head_full"]
     head = (
         f"; the output layer, on 1 step in {shape.num_layers + 1} when p_o > 0: {4 * head_weights:,} bytes "
@@ -372,8 +394,18 @@ def _communication_table(
         0: "DDP all-reduce",
         1: "ZeRO-1 reduce-scatter",
         2: "ZeRO-2 reduce-scatter, at every micro-batch: multiply by the gradient accumulation steps",
+        3: "ZeRO-3 reduce-scatter, at every micro-batch: multiply by the gradient accumulation steps",
     }[zero]
     gather = f"; under ZeRO the updated blocks are then all-gathered in {weight_dtype}" if zero else ""
+    zero3 = (
+        [
+            f"ZeRO-3 weight all-gathers in {weight_dtype}: every weight for the forward and again for the backward of "
+            "each micro-batch (multiply by the accumulation steps; gradient checkpointing adds a third), and the "
+            "measuring group's weights once per step for its importance (mean over a cycle)."
+        ]
+        if zero >= 3
+        else []
+    )
     lines = [
         f"Communication per optimizer step: sizes in MiB of the whole tensors reduced or gathered. On a ring each GPU "
         f"sends about 2(N-1)/N = {2 * (gpus - 1) / gpus:.2f} times that for an all-reduce, "
@@ -381,14 +413,20 @@ def _communication_table(
         f"Importance gradient of the measuring group (fp32 all-reduce, one group per step in async mode): a decoder "
         f"layer {4 * layer_weights:,} bytes ({layer_weights:,} weights x 4 B){head}.",
         f"Block gradients in {gradient_dtype(weight_dtype, zero)} ({block_reduce}){gather}.",
+        *zero3,
         "",
-        "| p | p_o | importance, layer | importance, mean | block grads | block all-gather | total, mean |",
-        "|---|---|---:|---:|---:|---:|---:|",
     ]
+    keys = ["importance_layer", "importance_mean", "block_gradients", "block_allgather"]
+    headers = ["importance, layer", "importance, mean", "block grads", "block all-gather"]
+    if zero >= 3:
+        keys += ["weight_allgather", "measuring_weights"]
+        headers += ["weight all-gather", "measuring weights"]
+    keys.append("total_mean")
+    headers.append("total, mean")
+    lines += ["| p | p_o | " + " | ".join(headers) + " |", "|---|---|" + "---:|" * len(headers)]
     for p_o in output_rank_factors:
         for p in rank_factors:
             c = communication(shape, p, p_o, weight_dtype, zero)
-            keys = ("importance_layer", "importance_mean", "block_gradients", "block_allgather", "total_mean")
             lines.append(
                 f"| {format_fraction(p)} | {format_fraction(p_o)} | "
                 + " | ".join(f"{c[k] / MIB:.1f}" for k in keys)
@@ -411,11 +449,9 @@ def _zero_stage(text: str) -> int:
     try:
         stage = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 0, 1 or 2, got {text!r}") from None
-    if stage == 3:
-        raise argparse.ArgumentTypeError(ZERO3_UNSUPPORTED)
+        raise argparse.ArgumentTypeError(f"expected 0, 1, 2 or 3, got {text!r}") from None
     if stage not in ZERO_STAGES:
-        raise argparse.ArgumentTypeError(f"expected 0, 1 or 2, got {stage}")
+        raise argparse.ArgumentTypeError(f"expected 0, 1, 2 or 3, got {stage}")
     return stage
 
 
@@ -434,8 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         "--zero",
         type=_zero_stage,
         default=0,
-        metavar="{0,1,2}",
-        help="DeepSpeed ZeRO stage (default 0: plain DDP); 1 partitions masters and moments, 2 also block gradients",
+        metavar="{0,1,2,3}",
+        help="DeepSpeed ZeRO stage (default 0: plain DDP); 1 partitions masters and moments, 2 also block gradients, "
+        "3 also the backbone weights",
     )
     args = parser.parse_args(argv)
     try:

@@ -1,4 +1,4 @@
-"""Data-parallel options of the memory estimator (``losia-factory estimate --gpus N --zero {0,1,2}``).
+"""Data-parallel options of the memory estimator (``losia-factory estimate --gpus N --zero {0,1,2,3}``).
 
 Every expected number is computed by hand from the shapes, not by calling the estimator's own helpers.
 """
@@ -163,8 +163,7 @@ def test_cli_accepts_zero_on_one_gpu(capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--zero", "3"], "ZeRO-3 is not supported with LoSiA: it partitions the backbone weights LoSiA writes into"),
-        (["--zero", "4"], "expected 0, 1 or 2"),
+        (["--zero", "4"], "expected 0, 1, 2 or 3"),
         (["--gpus", "0"], "needs at least 1 GPU"),
         (["--gpus", "-2"], "needs at least 1 GPU"),
         (["--gpus", "two"], "expected an integer"),
@@ -177,8 +176,46 @@ def test_cli_refuses_bad_parallel_settings(capsys, args, message):
     assert message in capsys.readouterr().err
 
 
-def test_library_refuses_zero3():
-    with pytest.raises(ValueError, match="use --zero 1 or 2"):
-        estimate.estimate(TINY, 1 / 2, 1 / 4, gpus=8, zero=3)
+def test_zero3_on_8_gpus_tiny_partitions_the_backbone_too():
+    e = tiny(gpus=8, zero=3)
+    expected = {
+        "weights": TINY_PARAMS * 2 // 8,  # 1704 bf16 weights split 8 ways: 426 bytes
+        "block_copies": TINY_TRAINABLE * 2 // 8,
+        "subnet_masters": TINY_TRAINABLE * 4 // 8,
+        "adam_moments": TINY_TRAINABLE * 8 // 8,
+        "block_gradients": TINY_TRAINABLE * 2 // 8,
+        "measuring_full_gradient": TINY_LAYER * 4,  # whole: every rank scores the averaged gradient
+        "importance_buffers": 2 * TINY_LAYER * 4,
+        "gathered_weights": TINY_LAYER * 2,  # one layer's weights gathered whole in bf16
+    }
+    assert {k: e[k] for k in expected} == expected
+    assert e["total_static"] == 426 + 88 + 176 + 352 + 88 + 2304 + 4608 + 1152
+    assert tiny(gpus=8, zero=2)["gathered_weights"] == 0
+
+
+def test_zero3_communication_adds_the_weight_gathers():
+    shape = estimate.PRESETS["llama2-7b"]
+    z2 = estimate.communication(shape, 1 / 8, 1 / 8, "bfloat16", zero=2)
+    z3 = estimate.communication(shape, 1 / 8, 1 / 8, "bfloat16", zero=3)
+    assert z3["weight_allgather"] == 2 * 2 * 6_738_415_616  # forward + backward, bf16
+    # The measuring group's weights, mean over the 33 groups (32 layers + the output layer), bf16.
+    assert z3["measuring_weights"] == pytest.approx(2 * (32 * LLAMA7B_LAYER + 32000 * 4096) / 33)
+    assert z3["total_mean"] == pytest.approx(z2["total_mean"] + z3["weight_allgather"] + z3["measuring_weights"])
+    assert z2["weight_allgather"] == z2["measuring_weights"] == 0
+
+
+def test_report_zero3_70b_8_gpus():
+    text = estimate.report(estimate.PRESETS["llama2-70b"], [1 / 8], [1 / 8], "bfloat16", "float32", gpus=8, zero=3)
+    assert "per GPU, 8 GPUs, DeepSpeed ZeRO-3" in text
+    assert "weights, block copies, masters, moments and block grads are split 8 ways" in text
+    # 68.98B bf16 weights / 8 = 16.06 GiB per GPU; one 70B layer is 855,638,016 weights.
+    layer = 2 * 8192 * 8192 + 2 * 1024 * 8192 + 3 * 8192 * 28672  # q, o; k, v (8 key/value heads); the MLP
+    assert f"a decoder layer {4 * layer:,} bytes ({layer:,} weights x 4 B)" in text and layer == 855_638_016
+    assert f"the output layer, on 1 step in 81 when p_o > 0: {4 * 32000 * 8192:,} bytes" in text
+    assert "| 1/8 | 1/8 | 1102.3 | - | 16.06 |" in text
+    assert "weight all-gather" in text and "gathered" in text
+
+
+def test_library_refuses_bad_gpus():
     with pytest.raises(ValueError, match="--gpus must be an integer >= 1"):
         estimate.estimate(TINY, 1 / 2, 1 / 4, gpus=0)

@@ -12,6 +12,7 @@ from torch import nn
 from .config import LosiaConfig, LosiaConfigError
 from .discovery import find_decoder_layers, find_output_layer, find_target_linears
 from .optimizer import LosiaAdamW
+from .partitioned import full_shape, is_partitioned
 from .selection import subnet_size
 from .subnet import BLOCK, SubnetTarget, remove_subnet
 from .tied import TiedEmbedding, find_tied_embedding
@@ -87,7 +88,7 @@ def prepare_losia(model: nn.Module, config: LosiaConfig | None = None) -> LosiaA
     targets: list[SubnetTarget] = []
     output_target = None
     if subnet_output is not None:
-        vocab = subnet_output.module.weight.shape[0]
+        vocab = full_shape(subnet_output.module.weight)[0]
         output_target = SubnetTarget(
             subnet_output.name,
             subnet_output.module,
@@ -100,7 +101,7 @@ def prepare_losia(model: nn.Module, config: LosiaConfig | None = None) -> LosiaA
     # The output layer's random rows are drawn first either way, so both orders start from the same subnets.
     for group, refs in enumerate(per_layer):
         for ref in refs:
-            out_features, in_features = ref.module.weight.shape
+            out_features, in_features = full_shape(ref.module.weight)
             targets.append(
                 SubnetTarget(
                     ref.name,
@@ -121,6 +122,15 @@ def prepare_losia(model: nn.Module, config: LosiaConfig | None = None) -> LosiaA
             targets.append(output_target)
         num_groups += 1
         embedding = find_tied_embedding(model, output_target.module)
+        if embedding is not None and is_partitioned(embedding.weight):
+            # The embedding's forward would hand the output layer's block to autograd while ZeRO-3 holds only a
+            # slice of it (DeepSpeed gathers a module's own parameters, and the block belongs to the output layer).
+            raise LosiaConfigError(
+                "output_rank_factor",
+                "the output layer shares its weight with the input embedding (tied embeddings), which LoSiA cannot "
+                "train as a subnet under DeepSpeed ZeRO-3. Set output_rank_factor to 0 (or 1 to train it densely), "
+                "or use ZeRO stage 1 or 2.",
+            )
         if embedding is not None:
             tied = TiedEmbedding(embedding, output_target.module, config.pro)
     for _, param in extra_named:

@@ -1,16 +1,19 @@
-"""LoSiA under DeepSpeed ZeRO stage 1 and 2: the engine owns the blocks' fp32 masters and Adam moments.
+"""LoSiA under DeepSpeed ZeRO stages 1-3: the engine owns the blocks' fp32 masters and Adam moments.
 
-ZeRO 1/2 flattens each param group of the client optimizer into one buffer, keeps an fp32 partition of it per rank,
+ZeRO flattens each param group of the client optimizer into flat buffers, keeps an fp32 partition of them per rank,
 and runs the client optimizer's ``step`` on those partitions; after the step it copies them back into the model's
-parameters and all-gathers them. A tensor we wrote into a block parameter would therefore be overwritten at the next
-step. Reselection goes through DeepSpeed's supported accessors instead (``deepspeed.utils.safe_get_full_fp32_param``
-and ``safe_set_full_fp32_param``); the Adam moments are the client optimizer's own state of the flat partition and are
-zeroed in place by :class:`~.optimizer.LosiaAdamW`.
+parameters (and, in stages 1/2, all-gathers them). A tensor we wrote into a block parameter would therefore be
+overwritten at the next step. Reselection goes through DeepSpeed's supported accessors instead
+(``deepspeed.utils.safe_get_full_fp32_param`` and ``safe_set_full_fp32_param``, which serve every stage); the Adam
+moments are the client optimizer's own state of the flat partitions and are zeroed in place by
+:class:`~.optimizer.LosiaAdamW`.
 
-ZeRO-3 partitions the backbone weights themselves (LoSiA writes into them after every step) and is refused. So is
-``round_robin_gradients``: in DeepSpeed 0.18 it reorders the flat buffer but not the parameter-to-fp32 mapping behind
-the ``safe_*`` accessors, which then read and write other parameters' values; :func:`bind_deepspeed` verifies the
-mapping before training starts.
+ZeRO-3 also partitions the backbone weights: :mod:`.partitioned` gives their shapes, gathers them where LoSiA reads
+them whole (importance, reselection) and writes each trained block into the rank's own slice.
+
+``round_robin_gradients`` is refused: in DeepSpeed 0.18 it reorders the flat buffer but not the parameter-to-fp32
+mapping behind the ``safe_*`` accessors, which then read and write other parameters' values; :func:`bind_deepspeed`
+verifies the mapping before training starts.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from __future__ import annotations
 import torch
 
 from .optimizer import LosiaAdamW
+from .partitioned import full_values, is_partitioned
 
 
 class DeepSpeedZeroMasters:
-    """:class:`~.optimizer.EngineMasters` over DeepSpeed ZeRO 1/2 (the bf16 optimizer of stage 0 too)."""
+    """:class:`~.optimizer.EngineMasters` over DeepSpeed ZeRO 1-3 (the bf16 optimizer of stage 0 too)."""
 
     def __init__(self) -> None:
         from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
@@ -37,20 +41,24 @@ class DeepSpeedZeroMasters:
         # Each rank copies its own fragment of ``value`` into its fp32 partition.
         self._set(block, value.to(torch.float32))
 
+    def flat_params(self, optimizer: LosiaAdamW, group: int) -> list[torch.Tensor]:
+        block = optimizer.group_targets[group][0].block
+        if not is_partitioned(block):
+            return optimizer.param_group_of(group)["params"]  # stages 1/2: the group's flat fp32 partition
+        # Stage 3 empties the param groups between steps and keeps one flat fp32 tensor per sub-group of a group.
+        engine = getattr(block, "_z3_optimizer")  # noqa: B009 (set by DeepSpeed on ZeRO-3 parameters)
+        index = next(i for i, g in enumerate(optimizer.param_groups) if g.get("losia_group") == group)
+        return [
+            flat
+            for sub_group, flat in enumerate(engine.fp32_partitioned_groups_flat)
+            if engine.sub_group_to_group_id[sub_group] == index
+        ]
+
 
 def engine_owns_masters(optimizer: LosiaAdamW) -> bool:
-    """True when DeepSpeed has replaced the blocks' optimizer entries by flat fp32 partitions of its own.
-
-    Raises:
-        ValueError: The blocks are ZeRO-3 parameters (partitioned backbone), which LoSiA does not support.
-    """
+    """True when DeepSpeed has replaced the blocks' optimizer entries by flat fp32 partitions of its own."""
     block = optimizer.targets[0].block
-    if hasattr(block, "ds_id"):
-        raise ValueError(
-            "DeepSpeed ZeRO stage 3 partitions the backbone weights, which LoSiA writes the trained subnets into. "
-            "Use ZeRO stage 1 or 2 (recipes/deepspeed/ds_z2_config.json)."
-        )
-    return hasattr(block, "_hp_mapping")
+    return is_partitioned(block) or hasattr(block, "_hp_mapping")
 
 
 def bind_deepspeed(optimizer: LosiaAdamW) -> bool:
@@ -65,7 +73,7 @@ def bind_deepspeed(optimizer: LosiaAdamW) -> bool:
     for target in optimizer.targets:
         block = target.block
         # The engine's fp32 master must be the value the model holds (exactly, up to the model's dtype).
-        if not torch.equal(masters.get(block).to(block.dtype), block.detach()):
+        if not torch.equal(masters.get(block).to(block.dtype), full_values([block])[0]):
             raise RuntimeError(
                 f"DeepSpeed's fp32 master of {target.name}.losia_block does not match the parameter, so its "
                 "safe_get/set_full_fp32_param accessors address other values. This happens with "

@@ -34,6 +34,7 @@ from torch import nn
 from .config import LosiaConfig
 from .distributed import average_across_ranks, check_same_indices, data_parallel_size
 from .importance import ImportanceEMA
+from .partitioned import full_numel, full_shape, full_values, is_partitioned
 from .schedule import LosiaSchedule
 from .selection import select_block, top_indices
 from .subnet import SubnetTarget
@@ -55,6 +56,9 @@ class EngineMasters(Protocol):
 
     def set(self, block: torch.Tensor, value: torch.Tensor) -> None:
         """Overwrite the fp32 master of a block parameter (``value``: the full block, the same on all ranks)."""
+
+    def flat_params(self, optimizer: LosiaAdamW, group: int) -> list[torch.Tensor]:
+        """The tensors the engine keys the Adam state of LoSiA group ``group`` by (its flat fp32 partitions)."""
 
 
 class LosiaAdamW(torch.optim.AdamW):
@@ -154,8 +158,9 @@ class LosiaAdamW(torch.optim.AdamW):
 
     def _after_update(self, scoring: Sequence[int]) -> None:
         step = self.global_step
-        for target in self.targets:
-            target.write_back()
+        # Under ZeRO-3 one all-gather of all blocks (a few % of the model); otherwise the blocks themselves.
+        for target, block in zip(self.targets, full_values([t.block for t in self.targets])):
+            target.write_back(block)
         self.last_reselected = tuple(g for g in scoring if self.schedule.reselects_after(step, g))
         for group in self.last_reselected:
             self.reselect(group)
@@ -209,22 +214,25 @@ class LosiaAdamW(torch.optim.AdamW):
                     if not distributed:
                         continue  # the layer took no part in this step's forward pass
                     # Another rank may have a gradient: contribute zeros, as DDP does for an unused parameter.
-                    grad = torch.zeros(target.weight.shape, dtype=torch.float32, device=target.weight.device)
+                    grad = torch.zeros(full_shape(target.weight), dtype=torch.float32, device=target.weight.device)
                 measured.append((target, grad))
         # The gradient of the global batch: every rank then scores the same matrix and picks the same subnet.
         average_across_ranks([grad for _, grad in measured])
-        for target, grad in measured:
+        # Sensitivity reads W (Eq. 3): under ZeRO-3 the measuring group's weights are gathered, one layer per step.
+        weights = full_values([t.weight for t, _ in measured])
+        for (target, grad), weight in zip(measured, weights):
             ema = self.importance.get(target.name)
             if ema is None or fresh:
                 ema = ImportanceEMA(
-                    target.weight.shape,
+                    weight.shape,
                     self.config.ema_betas,
                     self.config.importance,
                     dtype=self.config.torch_importance_dtype,
                     device=grad.device,
                 )
                 self.importance[target.name] = ema
-            ema.update(target.weight, grad, consume_grad=True)  # the summed gradient is ours and used up here
+            ema.update(weight, grad, consume_grad=True)  # the summed gradient is ours and used up here
+        del weights
         return scoring
 
     def reselect(self, group: int) -> None:
@@ -250,11 +258,13 @@ class LosiaAdamW(torch.optim.AdamW):
                 target.move_to(out_idx, in_idx)
                 self._reset_adam_state(target.block)
             else:
-                masters.set(target.block, target.move_to(out_idx, in_idx, old_master=masters.get(target.block)))
+                old_master = masters.get(target.block)
+                weight = full_values([target.weight])[0]  # ZeRO-3: the new block's values come from the whole weight
+                masters.set(target.block, target.move_to(out_idx, in_idx, old_master=old_master, weight=weight))
         if masters is not None:
-            # The engine steps one flat fp32 partition per param group, with one Adam state (moments and step
-            # count) for the whole group: reset it in place, as the engine keeps views of these tensors.
-            for param in self.param_group_of(group)["params"]:
+            # The engine steps flat fp32 partitions, one Adam state (moments and step count) for a whole param
+            # group: reset it in place, as the engine keeps views of these tensors.
+            for param in masters.flat_params(self, group):
                 self._reset_adam_state(param)
 
     def _reset_adam_state(self, param: torch.Tensor) -> None:
@@ -325,7 +335,7 @@ class LosiaAdamW(torch.optim.AdamW):
 
     def num_trainable(self) -> dict[str, int]:
         """Trainable element counts: ``{"subnet": ..., "extra": ...}``."""
-        subnet = sum(t.block.numel() for t in self.targets)
+        subnet = sum(full_numel(t.block) for t in self.targets)
         extra = sum(p.numel() for g in self.param_groups if g["losia_group"] is None for p in g["params"])
         return {"subnet": subnet, "extra": extra}
 
@@ -353,13 +363,19 @@ class LosiaAdamW(torch.optim.AdamW):
                     "group": t.group,
                     "out_idx": t.out_idx,
                     "in_idx": t.in_idx,
-                    "master": t.block.detach(),
+                    "master": self._master_value(t),
                 }
                 for t in self.targets
             ],
             "importance": {name: ema.state_dict() for name, ema in self.importance.items()},
             "rng": None if self.generator is None else self.generator.get_state(),
         }
+
+    def _master_value(self, target: SubnetTarget) -> torch.Tensor:
+        """The block's master for a checkpoint: under ZeRO-3 the engine's fp32 value (a collective on every rank)."""
+        if is_partitioned(target.block) and self.engine_masters is not None:
+            return self.engine_masters.get(target.block)
+        return target.block.detach()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a state saved by :meth:`state_dict` into an optimizer attached to the same model layout."""
@@ -383,14 +399,15 @@ class LosiaAdamW(torch.optim.AdamW):
             target.out_idx.copy_(saved["out_idx"])
             if target.in_idx is not None:
                 target.in_idx.copy_(saved["in_idx"])
-            target.block.copy_(saved["master"])
-            target.write_back()
+            if not is_partitioned(target.block):  # ZeRO-3 restores its partitions of the block itself
+                target.block.copy_(saved["master"])
+            target.write_back(saved["master"])
         self.importance = {}
         by_name = {t.name: t for t in self.targets}
         for name, saved in losia["importance"].items():
             target = by_name[name]
             ema = ImportanceEMA(
-                target.weight.shape,
+                full_shape(target.weight),
                 self.config.ema_betas,
                 self.config.importance,
                 dtype=self.config.torch_importance_dtype,
@@ -417,9 +434,9 @@ class LosiaAdamW(torch.optim.AdamW):
             )
         for target, saved in zip(self.targets, losia["targets"]):
             shape = tuple(saved["master"].shape)
-            if shape != tuple(target.block.shape):
+            if shape != tuple(target.block_shape):
                 raise ValueError(
-                    f"{target.name}: saved block shape {shape} differs from {tuple(target.block.shape)}; the rank "
+                    f"{target.name}: saved block shape {shape} differs from {tuple(target.block_shape)}; the rank "
                     "factors differ from the saved run."
                 )
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .functional import BlockInjectFunction, GradientSink, SubnetLinearFunction, gather_block
+from .partitioned import full_shape, full_values, is_partitioned, write_block
 
 BLOCK = "losia_block"
 OUT_IDX = "losia_out_idx"
@@ -59,7 +60,8 @@ def _after_load(module: nn.Module, incompatible_keys) -> None:
     # New backbone values (e.g. a checkpoint being resumed) make the master block stale: take it from the weight
     # again, so that no later write-back restores old values. An optimizer state loaded afterwards brings back the
     # exact fp32 masters and indices of the checkpoint.
-    if module.__dict__.pop("_losia_weight_reloaded", False):
+    # Under ZeRO-3 the engine loads only placeholders here, then its partitions, then our optimizer state.
+    if module.__dict__.pop("_losia_weight_reloaded", False) and not is_partitioned(module.weight):
         with torch.no_grad():
             block = getattr(module, BLOCK)
             block.copy_(gather_block(module.weight, getattr(module, OUT_IDX), getattr(module, IN_IDX)))
@@ -101,13 +103,14 @@ class SubnetTarget:
         self.module = module
         self.group = group
         weight = module.weight
-        out_features, in_features = weight.shape
+        out_features, in_features = full_shape(weight)
         self.num_out = num_out
         self.num_in = num_in
         out_idx = random_indices(out_features, num_out, generator).to(weight.device)
         in_idx = None if num_in is None else random_indices(in_features, num_in, generator).to(weight.device)
         weight.requires_grad_(False)
-        block = nn.Parameter(gather_block(weight.detach(), out_idx, in_idx).to(torch.float32))
+        # full_values: a model loaded under ZeRO-3 holds only this rank's slice of the weight.
+        block = nn.Parameter(gather_block(full_values([weight])[0], out_idx, in_idx).to(torch.float32))
         module.register_parameter(BLOCK, block)
         module.register_buffer(OUT_IDX, out_idx, persistent=False)
         module.register_buffer(IN_IDX, in_idx, persistent=False)
@@ -151,24 +154,38 @@ class SubnetTarget:
         elif not measuring:
             self.module._losia_sink = None
 
-    def write_back(self) -> None:
-        """Copy the fp32 master block into the backbone weight (in the weight's dtype)."""
-        write_back_block(self.module)
+    @property
+    def block_shape(self) -> torch.Size:
+        """Shape of the block (also under ZeRO-3, where ``block`` holds a slice of it between steps)."""
+        return full_shape(self.block)
+
+    def write_back(self, values: torch.Tensor | None = None) -> None:
+        """Copy the master block (or ``values``, the full block) into the backbone weight, in its dtype.
+
+        Under ZeRO-3 pass ``values`` (see :func:`~.partitioned.full_values`): the block holds only a slice.
+        """
+        write_block(self.weight, self.out_idx, self.in_idx, self.block if values is None else values)
 
     @torch.no_grad()
     def move_to(
-        self, out_idx: torch.Tensor, in_idx: torch.Tensor | None, old_master: torch.Tensor | None = None
+        self,
+        out_idx: torch.Tensor,
+        in_idx: torch.Tensor | None,
+        old_master: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Relocate the block to new indices; its master values come from the backbone weight.
 
         Entries selected both before and after keep their fp32 master value instead of the (possibly bf16) copy in
-        the backbone, so a reselection loses no precision on them.
+        the backbone, so a reselection loses no precision on them. Under ZeRO-3 pass ``old_master`` and the whole
+        ``weight`` (:func:`~.partitioned.full_values`); ``block`` is then left to the engine.
 
         Args:
             out_idx: New output indices (sorted).
             in_idx: New input indices (sorted), or None for a block spanning all inputs.
             old_master: The current fp32 master values when an engine (DeepSpeed) keeps them outside ``block``;
                 defaults to ``block`` itself.
+            weight: The whole backbone weight when the module holds a slice of it (ZeRO-3); defaults to ``weight``.
 
         Returns:
             The new fp32 master block (also copied into ``block``, in its dtype).
@@ -178,31 +195,29 @@ class SubnetTarget:
         out_idx = out_idx.to(self.out_idx.device)
         in_idx = None if in_idx is None else in_idx.to(self.out_idx.device)
         old_block = self.block.detach() if old_master is None else old_master
-        new_block = gather_block(self.weight, out_idx, in_idx).to(torch.float32)
-        rows_new, rows_old = _overlap(self.out_idx, out_idx, self.weight.shape[0])
+        source = self.weight if weight is None else weight
+        new_block = gather_block(source, out_idx, in_idx).to(torch.float32)
+        out_features, in_features = full_shape(self.weight)
+        rows_new, rows_old = _overlap(self.out_idx, out_idx, out_features)
         if in_idx is None:
             new_block[rows_new] = old_block[rows_old]
         else:
-            cols_new, cols_old = _overlap(self.in_idx, in_idx, self.weight.shape[1])
+            cols_new, cols_old = _overlap(self.in_idx, in_idx, in_features)
             new_block[rows_new.unsqueeze(1), cols_new.unsqueeze(0)] = old_block[
                 rows_old.unsqueeze(1), cols_old.unsqueeze(0)
             ]
         self.out_idx.copy_(out_idx)
         if in_idx is not None:
             self.in_idx.copy_(in_idx)
-        self.block.copy_(new_block)
+        if not is_partitioned(self.block):
+            self.block.copy_(new_block)
         return new_block
 
 
-@torch.no_grad()
 def write_back_block(module: nn.Linear) -> None:
     """Copy a module's fp32 master block into its backbone weight (in the weight's dtype)."""
-    weight, block = module.weight, getattr(module, BLOCK)
-    out_idx, in_idx = getattr(module, OUT_IDX), getattr(module, IN_IDX)
-    if in_idx is None:
-        weight.index_copy_(0, out_idx, block.to(weight.dtype))
-    else:
-        weight.index_put_((out_idx.unsqueeze(1), in_idx.unsqueeze(0)), block.to(weight.dtype))
+    block = full_values([getattr(module, BLOCK)])[0]
+    write_block(module.weight, getattr(module, OUT_IDX), getattr(module, IN_IDX), block)
 
 
 def remove_subnet(module: nn.Linear) -> None:

@@ -36,7 +36,7 @@ class LosiaCallback(TrainerCallback):
     * every reselection: a ``{"event": "reselect"}`` line in ``losia_log.jsonl``, whatever the logging interval;
     * ``losia_config.json`` (the LoSiA settings and the layer groups) is saved in each checkpoint and the output dir.
 
-    Under DeepSpeed ZeRO 1/2 it also drives the LoSiA part of each step: at the start of training it hands the blocks'
+    Under DeepSpeed ZeRO 1-3 it also drives the LoSiA part of each step: at the start of training it hands the blocks'
     fp32 masters to the engine (:func:`~losia_factory.core.deepspeed_masters.bind_deepspeed`), and after every
     optimizer step it calls :meth:`LosiaAdamW.finish_step` on every rank (importance, write-back, reselection).
     """

@@ -1,4 +1,4 @@
-"""LoSiA under DeepSpeed ZeRO 1/2 (2 processes over gloo, CPU): equal to one process on the global batch."""
+"""LoSiA under DeepSpeed ZeRO 1-3 (2 processes over gloo, CPU): equal to one process on the global batch."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tests.core.test_distributed import BATCH, MICRO, STEPS, WORLD, _same_indices, _single_process
-from tests.core.test_optimizer import build, target_weights
+from tests.core.test_optimizer import build
 from tests.spawned import end_worker, free_port
 from tests.toy_models import make_batches
 
@@ -39,6 +39,10 @@ def _worker(rank: int, port: int, pro: bool, stage: int, bind: bool, out: str, r
             "zero_allow_untested_optimizer": True,
             "zero_optimization": {"stage": stage, "overlap_comm": False, "round_robin_gradients": round_robin},
         }
+        if stage == 3:
+            # Partition every parameter, blocks included: the CLI test keeps DeepSpeed's default, where small blocks
+            # stay gathered (persistent) and only the backbone is split.
+            config["zero_optimization"] = {"stage": 3, "overlap_comm": False, "stage3_param_persistence_threshold": 0}
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=config)
         try:
             bound = bind_deepspeed(opt) if bind else False
@@ -55,10 +59,13 @@ def _worker(rank: int, port: int, pro: bool, stage: int, bind: bool, out: str, r
                 engine.step()  # steps the optimizer on the last micro-batch only
             if bound:
                 opt.finish_step()
+        from losia_factory.core.partitioned import full_values
+
+        weights = [w.clone() for w in full_values([model.get_submodule(t.name).weight for t in opt.targets])]
         torch.save(
             {
                 "bound": bound,
-                "weights": target_weights(model, opt),
+                "weights": weights,
                 "indices": [(t.out_idx.clone(), None if t.in_idx is None else t.in_idx.clone()) for t in opt.targets],
             },
             f"{out}.{rank}",
@@ -70,7 +77,9 @@ def _worker(rank: int, port: int, pro: bool, stage: int, bind: bool, out: str, r
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("stage", "pro"), [(2, True), (2, False), (1, True)], ids=["zero2-pro", "zero2-plain", "zero1"]
+    ("stage", "pro"),
+    [(2, True), (2, False), (1, True), (3, True), (3, False)],
+    ids=["zero2-pro", "zero2-plain", "zero1", "zero3-pro", "zero3-plain"],
 )
 def test_zero_equals_one_process_on_the_global_batch(tmp_path, stage, pro):
     out = str(tmp_path / "rank")
@@ -105,3 +114,55 @@ def test_round_robin_gradients_are_caught_before_training(tmp_path):
     mp.spawn(_worker, args=(free_port(), True, 2, True, out, True), nprocs=WORLD, join=True)
     errors = [torch.load(f"{out}.{r}", weights_only=True).get("error") for r in range(WORLD)]
     assert all(e is not None and '"round_robin_gradients": true' in e for e in errors), errors
+
+
+def _write_block_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(WORLD),
+    )
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        import deepspeed
+
+        from losia_factory.core.partitioned import full_shape, full_values, is_partitioned, write_block
+
+        generator = torch.Generator().manual_seed(0)
+        # 7 x 5 = 35 entries: rank 0 holds 18, rank 1 holds 17 and a padding entry.
+        dense = torch.nn.Linear(5, 7, bias=False)
+        dense.weight.data.copy_(torch.randn(7, 5, generator=generator))
+        expected = dense.weight.detach().clone()
+        with deepspeed.zero.Init(config_dict_or_path={"zero_optimization": {"stage": 3}, "train_batch_size": 2}):
+            module = torch.nn.Linear(5, 7, bias=False)
+        with deepspeed.zero.GatheredParameters([module.weight], modifier_rank=0):
+            module.weight.data.copy_(expected)
+        weight = module.weight
+        results = {"partitioned": is_partitioned(weight), "shape": tuple(full_shape(weight))}
+        for out_idx, in_idx in ((torch.tensor([0, 3, 6]), torch.tensor([1, 4])), (torch.tensor([2, 5]), None)):
+            block = torch.randn(out_idx.numel(), 5 if in_idx is None else in_idx.numel(), generator=generator)
+            write_block(weight, out_idx, in_idx, block)  # this rank's slice only, no communication
+            if in_idx is None:
+                expected[out_idx] = block
+            else:
+                expected[out_idx.unsqueeze(1), in_idx.unsqueeze(0)] = block
+        results["weight"] = full_values([weight])[0].clone()
+        results["expected"] = expected
+        torch.save(results, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+    end_worker()
+
+
+@pytest.mark.slow
+def test_block_write_into_zero3_partitions_equals_a_dense_write(tmp_path):
+    """Each rank writes the block entries inside its own slice; gathered, the weight is the dense write's."""
+    out = str(tmp_path / "rank")
+    mp.spawn(_write_block_worker, args=(free_port(), out), nprocs=WORLD, join=True)
+    for rank in range(WORLD):
+        result = torch.load(f"{out}.{rank}", weights_only=True)
+        assert result["partitioned"] and result["shape"] == (7, 5)
+        assert torch.equal(result["weight"], result["expected"])

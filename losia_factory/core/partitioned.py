@@ -1,0 +1,119 @@
+"""Backbone weights that DeepSpeed ZeRO-3 partitions across ranks: their shape, their full value, block writes.
+
+Under ZeRO-3 every parameter, frozen or not, is flattened and split into equal slices, one per rank
+(``param.ds_tensor``); ``param.data`` is an empty placeholder except while DeepSpeed gathers the parameter around a
+module's forward and backward. LoSiA touches a backbone weight outside those moments in three places:
+
+* its shape, to size blocks and importance buffers: ``param.ds_shape`` (:func:`full_shape`);
+* its full value, to form the importance of the measuring group (Eq. 3) and to read a new block at reselection:
+  an all-gather of the ranks' slices on every rank (:func:`full_values`);
+* the write-back of a trained block after every step (:func:`write_block`): every rank holds the full block, so
+  each copies the entries that fall into its own slice of the flattened weight. No communication, and nothing is
+  gathered; a write-back through ``GatheredParameters(modifier_rank=...)`` would move the whole weight twice.
+
+Everything here is the identity for ordinary tensors, so callers need no branch of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+def is_partitioned(tensor: torch.Tensor) -> bool:
+    """True for a DeepSpeed ZeRO-3 parameter (its value lives in per-rank slices)."""
+    return hasattr(tensor, "ds_id")
+
+
+def full_shape(tensor: torch.Tensor) -> torch.Size:
+    """The shape of the whole tensor, also while ZeRO-3 holds only this rank's slice of it."""
+    return _zero(tensor).ds_shape if is_partitioned(tensor) else tensor.shape
+
+
+def full_numel(tensor: torch.Tensor) -> int:
+    """Number of elements of the whole tensor (see :func:`full_shape`)."""
+    return _zero(tensor).ds_numel if is_partitioned(tensor) else tensor.numel()
+
+
+def full_values(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The whole value of each tensor: a ZeRO-3 parameter's gathered from every rank's slice, others as they are.
+
+    A collective when any tensor is partitioned: every rank must call it with the same tensors in the same order. It
+    always communicates, one all-gather of all the partitioned tensors' slices together, whatever DeepSpeed holds
+    gathered at the moment. (``GatheredParameters`` skips the tensors a rank happens to have gathered already, and
+    that state need not be the same on every rank, so its collectives can pair up wrongly across ranks.) The returned
+    values of partitioned tensors are fresh copies, read only by LoSiA.
+    """
+    import torch.distributed as dist
+
+    values = [t.detach() for t in tensors]
+    partitioned = [i for i, t in enumerate(tensors) if is_partitioned(t)]
+    if not partitioned:
+        return values
+    params = [_zero(tensors[i]) for i in partitioned]
+    group = params[0].ds_process_group
+    world = dist.get_world_size(group=group)
+    dtype = params[0].ds_tensor.dtype
+    if any(p.ds_tensor.dtype != dtype or p.ds_process_group is not group for p in params):
+        raise ValueError("full_values() needs partitioned tensors of one dtype and one process group.")
+    local = torch.cat([p.ds_tensor.detach().reshape(-1) for p in params])
+    gathered = torch.empty(world * local.numel(), dtype=dtype, device=local.device)
+    dist.all_gather_into_tensor(gathered, local, group=group)
+    # Rank r's part of ``gathered`` is its slices of every tensor in turn; a tensor's slices, rank after rank, are its
+    # flattened value followed by padding.
+    per_rank = gathered.view(world, -1)
+    offset = 0
+    for i, param in zip(partitioned, params):
+        size = param.ds_tensor.numel()
+        flat = per_rank[:, offset : offset + size].reshape(-1)
+        values[i] = flat[: param.ds_numel].view(param.ds_shape)
+        offset += size
+    return values
+
+
+def _is_available(param: torch.Tensor) -> bool:
+    from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
+
+    return _zero(param).ds_status == ZeroParamStatus.AVAILABLE
+
+
+@torch.no_grad()
+def write_block(weight: torch.Tensor, out_idx: torch.Tensor, in_idx: torch.Tensor | None, block: torch.Tensor) -> None:
+    """``weight[out_idx][:, in_idx] = block`` in the weight's dtype (all input neurons when ``in_idx`` is None).
+
+    ``block`` is the full block, the same on every rank. A ZeRO-3 weight gets the entries of its local slice written
+    into ``ds_tensor``, and into the gathered value too when one is live (a persistent parameter, or inside a
+    forward pass), so that both stay equal.
+    """
+    values = block.to(weight.dtype)
+    if not is_partitioned(weight) or _is_available(weight):
+        if in_idx is None:
+            weight.data.index_copy_(0, out_idx, values)
+        else:
+            weight.data.index_put_((out_idx.unsqueeze(1), in_idx.unsqueeze(0)), values)
+    if not is_partitioned(weight):
+        return
+    local = _zero(weight).ds_tensor
+    columns = _zero(weight).ds_shape[1]
+    # Flat positions of the block's entries in the row-major weight, then the ones inside this rank's slice
+    # [start, start + size); the last rank's slice is padded past ds_numel, which no block entry reaches.
+    cols = torch.arange(columns, device=out_idx.device) if in_idx is None else in_idx
+    flat = (out_idx.unsqueeze(1) * columns + cols.unsqueeze(0)).reshape(-1)
+    size = local.numel()
+    start = _partition_rank(weight) * size
+    inside = (flat >= start) & (flat < start + size)
+    local.data.view(-1)[(flat[inside] - start).to(local.device)] = values.reshape(-1)[inside].to(local.device)
+
+
+def _partition_rank(param: torch.Tensor) -> int:
+    """This rank's position in the process group that partitions ``param``."""
+    import torch.distributed as dist
+
+    return dist.get_rank(group=_zero(param).ds_process_group)
+
+
+def _zero(tensor: torch.Tensor) -> Any:
+    """``tensor`` with the attributes DeepSpeed adds to ZeRO-3 parameters (``ds_shape``, ``ds_tensor``, ...)."""
+    return tensor
