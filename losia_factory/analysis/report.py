@@ -110,7 +110,6 @@ def analyze(
     has_weights = _is_full_model(run_dir)
     notes: list[str] = []
     skip: dict[str, str] = {}
-    needs_base = {"similarity": "the base model's weights", "coverage": None}
     for figure in ("similarity", "gradient"):
         if figure not in wanted:
             continue
@@ -118,7 +117,7 @@ def analyze(
         if not has_weights:
             reason = f"RUN_DIR {run_dir} holds no full model (model.safetensors)"
         elif figure == "similarity" and base_dir is None:
-            reason = f"it needs {needs_base['similarity']}: pass --base (the run did not record an existing folder)"
+            reason = "it needs the base model's weights: pass --base (the run did not record an existing folder)"
         if reason is not None:
             if explicit:
                 raise ValueError(f"--figures {figure}: {reason}.")

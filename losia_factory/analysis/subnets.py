@@ -140,7 +140,8 @@ def frequencies(run: RunLog) -> dict[str, Any]:
             )
             entry[side] = {
                 "layers": [t.name for t in members],
-                "sorted": [np.sort(f)[::-1].tolist() for f in freqs],
+                # Rounded: a 7B run has ~3M neurons, and 6 digits are plenty for a plot.
+                "sorted": [np.round(np.sort(f)[::-1], 6).tolist() for f in freqs],
                 "summary": concentration(np.concatenate(freqs), float(kept), _never_if_random(members, side)),
             }
         result[module] = entry

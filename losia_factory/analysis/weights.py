@@ -86,8 +86,8 @@ def singular_similarity(base: torch.Tensor, trained: torch.Tensor, top: int) -> 
     best = (u_base.T @ u_trained).abs().max(dim=0).values
     return {
         "k": k,
-        "aligned": aligned.tolist(),
-        "best": best.tolist(),
+        "aligned": [round(v, 6) for v in aligned.tolist()],
+        "best": [round(v, 6) for v in best.tolist()],
         "mean_aligned": float(aligned.mean()),
         "mean_best": float(best.mean()),
         "intruders": int((best < INTRUDER_BELOW).sum()),
