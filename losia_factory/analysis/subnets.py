@@ -76,6 +76,21 @@ def positions(target: Target) -> dict[str, Any]:
     }
 
 
+MAX_CURVE_POINTS = 512
+
+
+def sorted_curve(freq: np.ndarray) -> list[float]:
+    """A frequency vector sorted descending, as at most :data:`MAX_CURVE_POINTS` evenly spaced points, 6 digits.
+
+    The figure plots it against the neuron's rank as a fraction, so a 7B layer's 11008 neurons need no more points;
+    ``analysis.json`` of a 7B run stays a few MB instead of 60.
+    """
+    ordered = np.sort(freq)[::-1]
+    if len(ordered) > MAX_CURVE_POINTS:
+        ordered = ordered[np.linspace(0, len(ordered) - 1, MAX_CURVE_POINTS).round().astype(int)]
+    return np.round(ordered, 6).tolist()
+
+
 def neuron_frequency(target: Target, side: str) -> np.ndarray:
     """Share of the run's optimizer steps each output (``side="out"``) or input neuron spent in the block."""
     size = target.shape[0 if side == "out" else 1]
@@ -120,7 +135,7 @@ def frequencies(run: RunLog) -> dict[str, Any]:
     """Fig. 7 data: per module type and side (out/in), every layer's sorted frequencies and their concentration.
 
     Returns:
-        ``{module: {side: {"layers": [names], "sorted": [[freq, ...] per layer, descending], "summary": {...}}}}``
+        ``{module: {side: {"layers": [names], "sorted": [curve per layer (:func:`sorted_curve`)], "summary": {...}}}}``
         with the summary of :func:`concentration` over all the module type's neurons pooled. Inputs of a block
         spanning all input neurons (the output layer) are left out: their frequency is 1 by construction.
     """
@@ -140,8 +155,7 @@ def frequencies(run: RunLog) -> dict[str, Any]:
             )
             entry[side] = {
                 "layers": [t.name for t in members],
-                # Rounded: a 7B run has ~3M neurons, and 6 digits are plenty for a plot.
-                "sorted": [np.round(np.sort(f)[::-1], 6).tolist() for f in freqs],
+                "sorted": [sorted_curve(f) for f in freqs],
                 "summary": concentration(np.concatenate(freqs), float(kept), _never_if_random(members, side)),
             }
         result[module] = entry

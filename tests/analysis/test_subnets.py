@@ -3,11 +3,13 @@ import pytest
 
 from losia_factory.analysis.run import load_run
 from losia_factory.analysis.subnets import (
+    MAX_CURVE_POINTS,
     concentration,
     frequencies,
     neuron_frequency,
     positions,
     resolve_target,
+    sorted_curve,
     trained_coverage,
     trained_mask,
 )
@@ -75,3 +77,12 @@ def test_positions_of_one_layer(run):
 def test_an_unknown_layer_is_refused_naming_the_option(run):
     with pytest.raises(ValueError, match="--layer 'v_proj': none matches"):
         resolve_target(run, "v_proj")
+
+
+def test_long_frequency_curves_are_resampled_for_the_json():
+    freq = np.random.default_rng(0).random(2000)
+    curve = sorted_curve(freq)
+    assert len(curve) == MAX_CURVE_POINTS
+    assert curve[0] == pytest.approx(freq.max(), abs=1e-6) and curve[-1] == pytest.approx(freq.min(), abs=1e-6)
+    assert curve == sorted(curve, reverse=True)
+    assert sorted_curve(np.array([0.2, 0.5, 0.1])) == [0.5, 0.2, 0.1]
