@@ -82,10 +82,11 @@ class LosiaCallback(TrainerCallback):
             return
         if args.deepspeed and optimizer.engine_masters is None:
             bind_deepspeed(optimizer)
-        # A resumed run has its checkpoint's indices by now (the Trainer loads the optimizer state first).
-        record = subnet_record(optimizer, "start", optimizer.global_step, optimizer.targets)
-        record["base_model"] = _base_model(kwargs.get("model"))
-        self._append(args, record, SUBNETS_FILE)
+        if is_main_process(args):
+            # A resumed run has its checkpoint's indices by now (the Trainer loads the optimizer state first).
+            record = subnet_record(optimizer, "start", optimizer.global_step, optimizer.targets)
+            record["base_model"] = _base_model(kwargs.get("model"))
+            self._append(args, record, SUBNETS_FILE)
 
     def on_step_begin(self, args, state, control, **kwargs):
         optimizer = self._optimizer(kwargs)
@@ -107,8 +108,9 @@ class LosiaCallback(TrainerCallback):
         if optimizer.last_reselected:
             names = [optimizer.group_name(g) for g in optimizer.last_reselected]
             self._append(args, {"step": step, "event": "reselect", "groups": names})
-            moved = [t for g in optimizer.last_reselected for t in optimizer.group_targets[g]]
-            self._append(args, subnet_record(optimizer, "reselect", step, moved), SUBNETS_FILE)
+            if is_main_process(args):  # every rank holds the same indices; one writes them
+                moved = [t for g in optimizer.last_reselected for t in optimizer.group_targets[g]]
+                self._append(args, subnet_record(optimizer, "reselect", step, moved), SUBNETS_FILE)
         writer = self._tensorboard(args)
         if writer is not None:
             for name, lr in self._lrs.items():
@@ -170,7 +172,8 @@ def subnet_record(optimizer: LosiaAdamW, event: str, step: int, targets: Sequenc
     for target in targets:
         entry: dict[str, Any] = {"name": target.name, "group": target.group}
         if event == "start":
-            entry["shape"] = list(target.weight.shape)
+            # ZeRO-3 keeps a partitioned weight empty and its full shape in ds_shape.
+            entry["shape"] = list(getattr(target.weight, "ds_shape", target.weight.shape))
         entry["out_idx"] = target.out_idx.tolist()
         entry["in_idx"] = None if target.in_idx is None else target.in_idx.tolist()
         entries.append(entry)
