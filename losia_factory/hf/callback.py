@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from transformers import TrainerCallback
 
-from ..core import LosiaAdamW
+from ..core import LosiaAdamW, SubnetTarget
 from ..core.deepspeed_masters import bind_deepspeed
 from ..fileio import write_json_atomic
 from .ranks import is_main_process
 
 LOG_FILE = "losia_log.jsonl"
 CONFIG_FILE = "losia_config.json"
+SUBNETS_FILE = "losia_subnets.jsonl"
 
 
 def unwrap_optimizer(optimizer: Any) -> LosiaAdamW | None:
@@ -34,6 +36,9 @@ class LosiaCallback(TrainerCallback):
       that optimizer step and the measuring group(s) is appended to ``<output_dir>/losia_log.jsonl``;
     * every optimizer step, with TensorBoard in ``report_to``: each group's rate as ``losia/lr/<group>``;
     * every reselection: a ``{"event": "reselect"}`` line in ``losia_log.jsonl``, whatever the logging interval;
+    * the subnets in ``losia_subnets.jsonl`` (read by ``losia-factory analyze``): at the start of training every
+      target's shape and indices, at every reselection the new indices of the reselected groups' targets, and a last
+      line when training ends (see :func:`subnet_record`);
     * ``losia_config.json`` (the LoSiA settings and the layer groups) is saved in each checkpoint and the output dir.
 
     Under DeepSpeed ZeRO 1-3 it also drives the LoSiA part of each step: at the start of training it hands the blocks'
@@ -55,11 +60,11 @@ class LosiaCallback(TrainerCallback):
     def _group_lrs(optimizer: LosiaAdamW) -> dict[str, float]:
         return {g["name"]: float(g["lr"]) for g in optimizer.param_groups}
 
-    def _append(self, args, record: dict[str, Any]) -> None:
+    def _append(self, args, record: dict[str, Any], file: str = LOG_FILE) -> None:
         if not is_main_process(args):
             return
         os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, LOG_FILE), "a", encoding="utf-8") as handle:
+        with open(os.path.join(args.output_dir, file), "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
     def _tensorboard(self, args):
@@ -73,8 +78,15 @@ class LosiaCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         optimizer = self._optimizer(kwargs)
-        if optimizer is not None and args.deepspeed and optimizer.engine_masters is None:
+        if optimizer is None:
+            return
+        if args.deepspeed and optimizer.engine_masters is None:
             bind_deepspeed(optimizer)
+        if is_main_process(args):
+            # A resumed run has its checkpoint's indices by now (the Trainer loads the optimizer state first).
+            record = subnet_record(optimizer, "start", optimizer.global_step, optimizer.targets)
+            record["base_model"] = _base_model(kwargs.get("model"))
+            self._append(args, record, SUBNETS_FILE)
 
     def on_step_begin(self, args, state, control, **kwargs):
         optimizer = self._optimizer(kwargs)
@@ -96,6 +108,9 @@ class LosiaCallback(TrainerCallback):
         if optimizer.last_reselected:
             names = [optimizer.group_name(g) for g in optimizer.last_reselected]
             self._append(args, {"step": step, "event": "reselect", "groups": names})
+            if is_main_process(args):  # every rank holds the same indices; one writes them
+                moved = [t for g in optimizer.last_reselected for t in optimizer.group_targets[g]]
+                self._append(args, subnet_record(optimizer, "reselect", step, moved), SUBNETS_FILE)
         writer = self._tensorboard(args)
         if writer is not None:
             for name, lr in self._lrs.items():
@@ -124,6 +139,7 @@ class LosiaCallback(TrainerCallback):
         if optimizer is not None and is_main_process(args):
             os.makedirs(args.output_dir, exist_ok=True)
             write_losia_config(optimizer, args.output_dir)
+            self._append(args, {"step": optimizer.global_step, "event": "end"}, SUBNETS_FILE)
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -142,3 +158,36 @@ def write_losia_config(optimizer: LosiaAdamW, folder: str) -> None:
         "trainable": optimizer.num_trainable(),
     }
     write_json_atomic(os.path.join(folder, CONFIG_FILE), payload)
+
+
+def subnet_record(optimizer: LosiaAdamW, event: str, step: int, targets: Sequence[SubnetTarget]) -> dict[str, Any]:
+    """One line of ``losia_subnets.jsonl``: the indices of ``targets`` in effect from optimizer step ``step + 1`` on.
+
+    ``step`` counts finished optimizer steps (1-based like the trainer log, 0 before the first). Each target is
+    ``{"name", "group", "out_idx", "in_idx"}`` with sorted index lists (``in_idx`` null when the block spans all
+    input neurons, as for the output layer); a ``"start"`` line adds ``"shape": [out_features, in_features]``.
+    Plain integer lists keep the file readable; a 7B model's start line is about 2 MB at p = 1/8.
+    """
+    entries = []
+    for target in targets:
+        entry: dict[str, Any] = {"name": target.name, "group": target.group}
+        if event == "start":
+            # ZeRO-3 keeps a partitioned weight empty and its full shape in ds_shape.
+            entry["shape"] = list(getattr(target.weight, "ds_shape", target.weight.shape))
+        entry["out_idx"] = target.out_idx.tolist()
+        entry["in_idx"] = None if target.in_idx is None else target.in_idx.tolist()
+        entries.append(entry)
+    return {
+        "step": int(step),
+        "event": event,
+        "groups": {str(g): optimizer.group_name(g) for g in sorted({t.group for t in targets})},
+        "targets": entries,
+    }
+
+
+def _base_model(model: Any) -> dict[str, str | None] | None:
+    """The model the run started from, as it was loaded (a hub id or a folder), and its absolute path if a folder."""
+    name = getattr(model, "name_or_path", None) if model is not None else None
+    if not name:
+        return None
+    return {"name_or_path": str(name), "path": os.path.abspath(name) if os.path.isdir(name) else None}

@@ -175,6 +175,43 @@ def test_export_and_chat(runs):
     assert "Assistant:" in result.stdout
 
 
+def test_analyze_and_delta_of_the_trained_run(runs, assets, tmp_path):
+    """`losia-factory analyze` draws every figure of a real run (the base found from the run's own record) and the
+    recorded subnets explain every changed entry; `delta export/apply` rebuilds the run's weights bit for bit."""
+    from losia_factory.analysis import load_run
+    from losia_factory.analysis.report import FILES
+    from losia_factory.cli import main
+
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(runs["pro"]), "--out", str(out), "--top", "16"]) == 0
+    assert all((out / file).stat().st_size > 1000 for file in FILES.values())
+    results = json.loads((out / "analysis.json").read_text())
+    assert results["base"] == str(assets["model"]) and results["skipped"] == {}
+    figures = {name: entry["data"] for name, entry in results["figures"].items()}
+    run = load_run(runs["pro"])
+    assert sorted(run.targets) == sorted(name.removesuffix(".weight") for name in target_names())
+    # Every entry that changed lies in a block the log recorded, and the blocks cover more than what changed.
+    assert set(figures["coverage"]["outside_blocks"].values()) == {0}
+    for name, changed in figures["coverage"]["changed"].items():
+        assert 0 < changed <= figures["coverage"]["trained"][name], name
+    assert [step for step, _ in figures["lr"]["reselections"]] == [2, 4, 6, 8]
+    assert figures["subnets"]["steps"][0] == 0
+    for row in figures["gradient"]["targets"].values():
+        assert row["topk"] >= row["localized"] >= row["random"] - 1e-12
+    # The run resumed from step 3 ends with the same subnets as the uninterrupted one.
+    resumed = load_run(runs["resumed"])
+    for name, target in run.targets.items():
+        assert target.periods[-1].out_idx.tolist() == resumed.targets[name].periods[-1].out_idx.tolist(), name
+    delta, merged = tmp_path / "delta", tmp_path / "merged"
+    assert main(["delta", "export", str(runs["pro"]), "--base", str(assets["model"]), "--out", str(delta)]) == 0
+    manifest = json.loads((delta / "delta.json").read_text())
+    assert set(manifest["tensors"]) == set(target_names())
+    assert manifest["sizes"]["delta_bytes"] < manifest["sizes"]["full_bytes"] / 2
+    assert main(["delta", "apply", str(delta), "--base", str(assets["model"]), "--out", str(merged)]) == 0
+    assert (merged / "model.safetensors").read_bytes() == (runs["pro"] / "model.safetensors").read_bytes()
+    assert main(["delta", "apply", str(delta), "--base", str(runs["plain"]), "--out", str(tmp_path / "m2")]) == 1
+
+
 def test_torchrun_single_process_pretraining_with_tensorboard(assets, tmp_path):
     out = tmp_path / "pt"
     config = train_config(
