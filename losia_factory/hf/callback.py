@@ -11,6 +11,7 @@ from transformers import TrainerCallback
 
 from ..core import LosiaAdamW, SubnetTarget
 from ..core.deepspeed_masters import bind_deepspeed
+from ..core.partitioned import full_shape
 from ..fileio import write_json_atomic
 from .ranks import is_main_process
 
@@ -172,8 +173,7 @@ def subnet_record(optimizer: LosiaAdamW, event: str, step: int, targets: Sequenc
     for target in targets:
         entry: dict[str, Any] = {"name": target.name, "group": target.group}
         if event == "start":
-            # ZeRO-3 keeps a partitioned weight empty and its full shape in ds_shape.
-            entry["shape"] = list(getattr(target.weight, "ds_shape", target.weight.shape))
+            entry["shape"] = list(full_shape(target.weight))  # ZeRO-3 keeps only a slice of the weight
         entry["out_idx"] = target.out_idx.tolist()
         entry["in_idx"] = None if target.in_idx is None else target.in_idx.tolist()
         entries.append(entry)
