@@ -40,8 +40,9 @@ gpu-check-dry: $(STAMP)  ## every section of gpu-check on the CPU with tiny size
 quality: $(STAMP)  ## LoSiA vs LoRA vs full fine-tuning on SmolLM2-135M (CPU, offline; hours; resumable) -> docs/quality.md
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/quality.py $(QUALITY_ARGS)
 
-docs: $(STAMP)  ## regenerate docs/arguments.md from the argument dataclass
+docs: $(STAMP)  ## regenerate docs/arguments.md from the argument dataclass and docs/errors.md from the bad-input table
 	$(PY) scripts/gen_arguments_doc.py
+	$(PY) scripts/gen_errors_doc.py
 
 recipes: $(STAMP)  ## regenerate recipes/paper/ from the settings table in losia_factory/reproduce/settings.py
 	$(PY) scripts/gen_paper_recipes.py
