@@ -408,6 +408,11 @@ def errors_markdown(messages: list[tuple[BadInput, str]], work: Path) -> str:
         "pattern that matches no linear layer (`Invalid losia_target: losia_target=[...] matches no nn.Linear inside "
         "the decoder layers ...; linear layers of model.layers.0 are [...]`, and the same for `pilora_target`).",
         "",
+        "The empty-dataset check reads local JSON and JSON Lines files. A dataset in another format, or on the Hub, "
+        "with "
+        "no rows is left to LLaMA-Factory, which stops after loading the tokenizer, before the model, with datasets' "
+        '`ValueError: Instruction "train" corresponds to no data!`.',
+        "",
     ]
     for method in ("losia", "pilora"):
         rows = [(r, m) for r, m in messages if r.method == method or (method == "losia" and r.method == "lora")]
