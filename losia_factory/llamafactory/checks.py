@@ -144,6 +144,8 @@ def empty_dataset_problems(data_args: Any) -> list[str]:
     """
     from llamafactory.data.parser import get_dataset_list
 
+    if not isinstance(data_args.dataset_dir, str) or data_args.dataset_dir.startswith(("ONLINE", "REMOTE:")):
+        return []  # Hub datasets (and a dataset_info.json on the Hub) are not fetched twice
     try:
         attrs = get_dataset_list(data_args.dataset, data_args.dataset_dir)
     except Exception:
