@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint format demo docs recipes bench bench-quick gpu-check gpu-check-dry quality clean
+.PHONY: setup test test-fast test-upstream lint format demo docs recipes bench bench-quick gpu-check gpu-check-dry quality clean
 
 $(STAMP): pyproject.toml constraints.txt scripts/setup_dev.sh
 	bash scripts/setup_dev.sh
@@ -17,6 +17,9 @@ test: $(STAMP)  ## lint, format and type checks, then the whole test suite (slow
 
 test-fast: $(STAMP)  ## the suite without the slow end-to-end tests
 	$(PY) -m pytest -ra -m "not slow"
+
+test-upstream: $(STAMP)  ## LLaMA-Factory 0.9.5's own tests with and without the hook (LLAMAFACTORY_SOURCE=<clone or sdist>; ~8 min)
+	$(PY) scripts/upstream_tests.py --work upstream_tests
 
 demo: $(STAMP)  ## build a tiny offline LLaMA + the bundled dataset, train it with LoSiA-Pro on CPU
 	$(VENV)/bin/losia-factory demo-assets --out demo
@@ -40,8 +43,9 @@ gpu-check-dry: $(STAMP)  ## every section of gpu-check on the CPU with tiny size
 quality: $(STAMP)  ## LoSiA vs LoRA vs full fine-tuning on SmolLM2-135M (CPU, offline; hours; resumable) -> docs/quality.md
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/quality.py $(QUALITY_ARGS)
 
-docs: $(STAMP)  ## regenerate docs/arguments.md from the argument dataclass
+docs: $(STAMP)  ## regenerate docs/arguments.md from the argument dataclass and docs/errors.md from the bad-input table
 	$(PY) scripts/gen_arguments_doc.py
+	$(PY) scripts/gen_errors_doc.py
 
 recipes: $(STAMP)  ## regenerate recipes/paper/ from the settings table in losia_factory/reproduce/settings.py
 	$(PY) scripts/gen_paper_recipes.py

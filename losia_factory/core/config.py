@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -15,6 +16,8 @@ MODES = ("async", "sync", "once", "fixed")
 STRATEGIES = ("best", "input_first", "output_first")
 ADAM_RESETS = ("moments", "state")
 OUTPUT_ORDERS = ("first", "last")
+# A module path inside a model: identifiers or list indices joined by dots ("model.layers", "transformer.h").
+_DOTTED_PATH = re.compile(r"[A-Za-z_0-9]+(\.[A-Za-z_0-9]+)*")
 IMPORTANCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -176,16 +179,12 @@ class LosiaConfig:
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.target_modules, str):
-            self.target_modules = tuple(s.strip() for s in self.target_modules.split(",") if s.strip())
-        if isinstance(self.extra_trainable, str):
-            self.extra_trainable = tuple(s.strip() for s in self.extra_trainable.split(",") if s.strip())
-        self.target_modules = tuple(self.target_modules)
-        self.extra_trainable = tuple(_as_name_pattern(t) for t in self.extra_trainable)
+        self.target_modules = _name_list("target_modules", self.target_modules)
+        self.extra_trainable = tuple(_as_name_pattern(t) for t in _name_list("extra_trainable", self.extra_trainable))
 
         if not _is_number(self.rank_factor) or not 0.0 < self.rank_factor <= 1.0:
             raise LosiaConfigError(
-                "rank_factor", f"rank_factor must be in (0, 1], got {self.rank_factor!r}; the paper uses 1/8."
+                "rank_factor", f"rank_factor must be a number in (0, 1], got {self.rank_factor!r}; the paper uses 1/8."
             )
         if isinstance(self.time_slot, bool) or not isinstance(self.time_slot, int) or self.time_slot < 1:
             raise LosiaConfigError(
@@ -194,7 +193,7 @@ class LosiaConfig:
         if not _is_number(self.output_rank_factor) or not 0.0 <= self.output_rank_factor <= 1.0:
             raise LosiaConfigError(
                 "output_rank_factor",
-                f"output_rank_factor must be in [0, 1] (0 leaves the output layer frozen), got "
+                f"output_rank_factor must be a number in [0, 1] (0 leaves the output layer frozen), got "
                 f"{self.output_rank_factor!r}.",
             )
         if self.importance not in IMPORTANCE_KINDS:
@@ -209,15 +208,10 @@ class LosiaConfig:
             raise LosiaConfigError("mode", f"mode must be one of {MODES}, got {self.mode!r}.")
         if not isinstance(self.pro, bool):
             raise LosiaConfigError("pro", f"pro must be True or False, got {self.pro!r}.")
-        if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):
+        if not self.target_modules:
             raise LosiaConfigError(
                 "target_modules",
-                f"target_modules must name at least one linear layer ('all', 'q_proj', 'self_attn.*'), got "
-                f"{self.target_modules!r}.",
-            )
-        if not all(isinstance(t, str) and t for t in self.extra_trainable):
-            raise LosiaConfigError(
-                "extra_trainable", f"extra_trainable must hold non-empty name patterns, got {self.extra_trainable!r}."
+                "target_modules must name at least one linear layer ('all', 'q_proj', 'self_attn.*'), got nothing.",
             )
         if self.selection not in STRATEGIES:
             raise LosiaConfigError("selection", f"selection must be one of {STRATEGIES}, got {self.selection!r}.")
@@ -226,12 +220,16 @@ class LosiaConfig:
                 "importance_dtype",
                 f"importance_dtype must be one of {tuple(IMPORTANCE_DTYPES)}, got {self.importance_dtype!r}.",
             )
-        if not isinstance(self.layers_path, str):
+        if not isinstance(self.layers_path, str) or (
+            self.layers_path and not _DOTTED_PATH.fullmatch(self.layers_path)
+        ):
             raise LosiaConfigError(
-                "layers_path", f"layers_path must be a dotted module path or '', got {self.layers_path!r}."
+                "layers_path",
+                "layers_path must be a dotted module path such as 'model.layers', or empty to find the decoder layers "
+                f"automatically, got {self.layers_path!r}.",
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise LosiaConfigError("seed", f"seed must be an integer, got {self.seed!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise LosiaConfigError("seed", f"seed must be an integer in [0, 2**63), got {self.seed!r}.")
         if not isinstance(self.rewarm, bool):
             raise LosiaConfigError("rewarm", f"rewarm must be True or False, got {self.rewarm!r}.")
         if self.adam_reset not in ADAM_RESETS:
@@ -273,6 +271,17 @@ class LosiaConfig:
         if unknown:
             raise ValueError(f"Unknown LosiaConfig fields {unknown}; known fields are {sorted(known)}.")
         return cls(**values)
+
+
+def _name_list(name: str, value: Any) -> tuple[str, ...]:
+    """A tuple of stripped, non-empty names from a comma-separated string or a sequence of strings."""
+    if isinstance(value, str):
+        return tuple(s.strip() for s in value.split(",") if s.strip())
+    if isinstance(value, (tuple, list)) and all(isinstance(s, str) and s.strip() for s in value):
+        return tuple(s.strip() for s in value)
+    raise LosiaConfigError(
+        name, f"{name} must be comma-separated non-empty names (e.g. 'q_proj,v_proj'), got {value!r}."
+    )
 
 
 def _as_name_pattern(name: str) -> str:

@@ -92,6 +92,12 @@ def build_config(method: Method, args: Any) -> Any:
     Raises:
         ValueError: naming the argument when a value is invalid.
     """
+    for o in options(method):
+        if getattr(args, o.name) is None and not o.optional:
+            # An empty YAML value (`losia_time_slot:`) arrives as None; the default would apply without a word.
+            raise ValueError(
+                f"Invalid {o.name}: {o.name} is empty. Give it a value (default: {o.default}) or remove the line."
+            )
     values = {o.field: getattr(args, o.name) for o in options(method) if getattr(args, o.name) is not None}
     try:
         return method.config_class(**values)
@@ -100,11 +106,18 @@ def build_config(method: Method, args: Any) -> Any:
 
 
 def argument_error(method: Method, err: ConfigError) -> str:
-    """Restate a config error with the argument name (in its text too, where the method asks for that)."""
+    """Restate a config error with the argument name.
+
+    Where the method asks for it, the text says the argument name too: every whole-word mention of the field, and
+    other fields where backticked.
+    """
     name = method.argument_name(err.field)
     message = str(err)
     if method.message_names_argument:
-        message = re.sub(rf"^{re.escape(err.field)}\b", name, message)
+        message = re.sub(rf"\b{re.escape(err.field)}\b", name, message)
+        # Other fields a message mentions are backticked (`rank`), as in the help texts.
+        fields_ = {o.field: o.name for o in options(method)}
+        message = _BACKTICKED.sub(lambda m: fields_.get(m.group(1), m.group(0)), message)
     return f"Invalid {name}: {message}"
 
 

@@ -50,6 +50,8 @@ def extend_finetuning_arguments(base: type) -> type:
                         f"{', '.join(changed)} only apply with `finetuning_type: {method.name}` (got finetuning_type: "
                         f"{requested}). Set finetuning_type: {method.name} or remove them."
                     )
+            if chosen is not None and chosen.check_arguments is not None:
+                chosen.check_arguments(self)  # after the config is validated, so the rules read checked values
 
     FinetuningArguments.__module__ = base.__module__
     FinetuningArguments.__qualname__ = base.__qualname__

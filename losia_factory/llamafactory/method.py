@@ -67,10 +67,10 @@ class Method:
         renames: ``{config field: argument suffix}`` where the argument name differs from the field name.
         stage_note: Why other stages are refused, appended to that message (" (its trainer builds ...)").
         message_names_argument: Whether a config error's text, when it starts with the field name, is restated
-            with the argument name too (PiLoRA's texts read "<field> must be ..."; LoSiA's keep the field name
-            after "Invalid <argument>:", as they always have).
+            with the argument name too ("Invalid pilora_rank: pilora_rank must be ..."), so the message names only
+            the option the user set.
         check_arguments: ``(finetuning_args) -> None``: rules between its fields and LLaMA-Factory's, raising
-            ``ValueError``; run while the fine-tuning arguments are built.
+            ``ValueError``; run while the fine-tuning arguments are built, once its config is validated.
         create_optimizer: ``(model, training_args, finetuning_args) -> optimizer``, or None for LLaMA-Factory's.
         prepare_trainer: ``(trainer, num_training_steps, optimizer) -> bool``: adds its callbacks and, when it
             returns True, has set ``trainer.lr_scheduler`` itself. Called for every run, whatever the method:

@@ -112,8 +112,8 @@ def patch_finetuning_args(module: ModuleType) -> None:
 
 
 def patch_parser(module: ModuleType) -> None:
-    """Run LoSiA's combination checks right after the training arguments are parsed."""
-    from .checks import check_train_args
+    """Run LoSiA's combination checks right after the training arguments are parsed; suggest misspelled names."""
+    from .checks import check_train_args, unknown_argument_hint
 
     original = _require(module, "_parse_train_args")
     if not _once(module, "_parse_train_args"):
@@ -121,7 +121,13 @@ def patch_parser(module: ModuleType) -> None:
 
     @functools.wraps(original)
     def _parse_train_args(args=None):
-        parsed = original(args)
+        try:
+            parsed = original(args)
+        except ValueError as err:
+            hint = unknown_argument_hint(str(err))
+            if hint:
+                raise ValueError(f"{err}. {hint}") from None
+            raise
         model_args, data_args, training_args, finetuning_args = parsed[:4]
         check_train_args(model_args, data_args, training_args, finetuning_args)
         return parsed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -98,38 +99,38 @@ class PiloraConfig:
         def bad(name: str, message: str) -> None:
             raise PiloraConfigError(name, f"{name} {message}")
 
-        if not isinstance(self.rank, int) or self.rank < 1:
-            bad("rank", f"must be an integer >= 1, got {self.rank!r}.")
-        if not isinstance(self.supplementary_rank, int) or self.supplementary_rank < 1:
-            bad("supplementary_rank", f"must be an integer >= 1, got {self.supplementary_rank!r}.")
+        for name, low in (("rank", 1), ("supplementary_rank", 1), ("interval", 1), ("probe_steps", 0), ("seed", 0)):
+            value = getattr(self, name)
+            if not _is_integer(value) or value < low:
+                hint = " (0: use `probe_ratio`)" if name == "probe_steps" else ""
+                bad(name, f"must be an integer >= {low}{hint}, got {value!r}.")
         if self.supplementary_rank > self.rank:
             bad(
                 "supplementary_rank",
-                f"({self.supplementary_rank}) must not exceed rank ({self.rank}): it is the low-capacity adapter.",
+                f"({self.supplementary_rank}) must not exceed `rank` ({self.rank}): it is the low-capacity "
+                "adapter. Lower it or raise `rank`.",
             )
-        if not self.alpha > 0:
-            bad("alpha", f"must be > 0, got {self.alpha!r}.")
-        if not 0 <= self.dropout < 1:
-            bad("dropout", f"must be in [0, 1), got {self.dropout!r}.")
-        if not isinstance(self.interval, int) or self.interval < 1:
-            bad("interval", f"must be an integer >= 1, got {self.interval!r}.")
-        if not isinstance(self.probe_steps, int) or self.probe_steps < 0:
-            bad("probe_steps", f"must be an integer >= 0 (0: use probe_ratio), got {self.probe_steps!r}.")
-        if not 0 < self.probe_ratio < 1:
-            bad("probe_ratio", f"must be in (0, 1), got {self.probe_ratio!r}.")
+        if not _is_number(self.alpha) or not self.alpha > 0:
+            bad("alpha", f"must be a number > 0, got {self.alpha!r}. Paper: 64.")
+        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
+            bad("dropout", f"must be a number in [0, 1), got {self.dropout!r}. Paper: 0.05.")
+        if not _is_number(self.probe_ratio) or not 0 < self.probe_ratio < 1:
+            bad("probe_ratio", f"must be a number in (0, 1), got {self.probe_ratio!r}. Paper: 1/3.")
         if self.partition not in PARTITIONS:
             bad("partition", f"must be one of {', '.join(PARTITIONS)}, got {self.partition!r}.")
-        if not 0 < self.threshold <= 1:
-            bad("threshold", f"must be in (0, 1], got {self.threshold!r}.")
+        if not _is_number(self.threshold) or not 0 < self.threshold <= 1:
+            bad("threshold", f"must be a number in (0, 1], got {self.threshold!r}.")
         if self.init not in STAGE2_INITS:
             bad("init", f"must be one of {', '.join(STAGE2_INITS)}, got {self.init!r}.")
         if isinstance(self.target_modules, str):
             names = [n.strip() for n in self.target_modules.split(",") if n.strip()]
             self.target_modules = "all" if names == ["all"] else tuple(names)
+        elif isinstance(self.target_modules, (tuple, list)) and all(isinstance(n, str) for n in self.target_modules):
+            self.target_modules = tuple(n.strip() for n in self.target_modules if n.strip())
         else:
-            self.target_modules = tuple(self.target_modules)
+            bad("target_modules", f"must be comma-separated linear-layer names or 'all', got {self.target_modules!r}.")
         if not self.target_modules:
-            bad("target_modules", "must name at least one linear layer, or be 'all'.")
+            bad("target_modules", "must name at least one linear layer (e.g. 'q_proj,v_proj'), or be 'all'.")
 
     @property
     def scaling(self) -> float:
@@ -147,3 +148,11 @@ class PiloraConfig:
         if isinstance(self.target_modules, tuple):
             data["target_modules"] = list(self.target_modules)
         return data
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

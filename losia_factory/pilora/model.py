@@ -49,7 +49,7 @@ def find_pilora_targets(model: nn.Module, config: PiloraConfig) -> list[str]:
         raise PiloraConfigError(
             "target_modules",
             "target_modules cannot be matched: PiLoRA adapts linear layers inside the decoder layers, and the model "
-            "has no nn.ModuleList of blocks containing nn.Linear layers.",
+            "has no nn.ModuleList of blocks containing nn.Linear layers. Use finetuning_type: lora for this model.",
         ) from None
     patterns = ("all",) if config.target_modules == "all" else tuple(config.target_modules)
     names: list[str] = []

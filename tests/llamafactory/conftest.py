@@ -19,9 +19,13 @@ VENV_BIN = Path(sys.executable).parent
 @pytest.fixture(scope="session")
 def assets(tmp_path_factory) -> dict[str, Path]:
     """A tiny LLaMA (hidden 64, 2 layers) with its tokenizer, and the demo datasets, built offline."""
+    return build_test_assets(tmp_path_factory.mktemp("assets"))
+
+
+def build_test_assets(root: Path) -> dict[str, Path]:
+    """The tiny LLaMA and the demo datasets under ``root``, plus ``demo_pairs`` (a ranking dataset for rm / dpo)."""
     from losia_factory.demo import build_assets
 
-    root = tmp_path_factory.mktemp("assets")
     paths = build_assets(root, hidden_size=64, num_layers=2, intermediate_size=128)
     records = json.loads((paths["data"] / "demo_arithmetic.json").read_text())
     pairs = [

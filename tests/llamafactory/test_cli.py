@@ -232,7 +232,7 @@ def test_torchrun_single_process_pretraining_with_tensorboard(assets, tmp_path):
 def test_bad_value_from_the_cli(assets, tmp_path):
     result = run_cli("train", train_config(assets, tmp_path / "bad", losia_rank_factor=1.5), tmp_path)
     assert result.returncode != 0
-    assert "Invalid losia_rank_factor: rank_factor must be in (0, 1], got 1.5" in result.stderr
+    assert "Invalid losia_rank_factor: losia_rank_factor must be a number in (0, 1], got 1.5" in result.stderr
 
 
 @pytest.mark.parametrize("stage", ["dpo", "rm"])

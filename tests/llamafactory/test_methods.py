@@ -155,13 +155,17 @@ def test_widgets_follow_the_option_types():
 
 def test_config_errors_are_restated_with_the_argument_name():
     assert argument_error(LOSIA, ConfigError("target_modules", "target_modules=['x'] matches nothing")) == (
-        "Invalid losia_target: target_modules=['x'] matches nothing"
+        "Invalid losia_target: losia_target=['x'] matches nothing"
     )
     assert argument_error(PILORA, ConfigError("target_modules", "target_modules ['x'] match nothing")) == (
         "Invalid pilora_target: pilora_target ['x'] match nothing"
     )
-    assert argument_error(PILORA, ConfigError("rank", "supplementary_rank exceeds rank")).startswith(
-        "Invalid pilora_rank: supplementary_rank exceeds rank"
+    # Every whole-word mention of the field is restated; other fields only where backticked, as in help texts.
+    assert argument_error(PILORA, ConfigError("rank", "supplementary_rank exceeds rank")) == (
+        "Invalid pilora_rank: supplementary_rank exceeds pilora_rank"
+    )
+    assert argument_error(PILORA, ConfigError("supplementary_rank", "supplementary_rank > `rank` (rank r)")) == (
+        "Invalid pilora_supplementary_rank: pilora_supplementary_rank > pilora_rank (rank r)"
     )
 
 

@@ -104,13 +104,13 @@ def test_fresh_stage_two_starts_from_w0():
     ("field", "value", "needle"),
     [
         ("rank", 0, "rank must be an integer >= 1"),
-        ("supplementary_rank", 64, "must not exceed rank"),
-        ("dropout", 1.0, "dropout must be in [0, 1)"),
+        ("supplementary_rank", 64, "must not exceed `rank`"),
+        ("dropout", 1.0, "dropout must be a number in [0, 1)"),
         ("interval", 0, "interval must be an integer >= 1"),
         ("partition", "median", "partition must be one of consistent, top_half, cumulative"),
-        ("threshold", 0.0, "threshold must be in (0, 1]"),
+        ("threshold", 0.0, "threshold must be a number in (0, 1]"),
         ("init", "svd", "init must be one of fresh, carry"),
-        ("probe_ratio", 1.0, "probe_ratio must be in (0, 1)"),
+        ("probe_ratio", 1.0, "probe_ratio must be a number in (0, 1)"),
     ],
 )
 def test_bad_config_values_name_the_field(field, value, needle):

@@ -12,7 +12,7 @@ from typing import Any
 from ...core import LosiaConfig, LosiaConfigError, create_losia_optimizer, prepare_losia
 from ...core.subnet import BLOCK
 from ..arguments import argument_error
-from ..checks import enabled_optimizers, optim_name
+from ..checks import optim_name
 from ..deepspeed_config import deepspeed_problems, write_zero_config
 from ..method import Method, UiGetter, WebUiGroup
 
@@ -23,7 +23,7 @@ STAGES = ("pt", "sft", "rm", "dpo", "kto")
 
 
 def _check_arguments(finetuning_args: Any) -> None:
-    if finetuning_args.stage == "rm" and finetuning_args.losia_output_rank_factor > 0:
+    if finetuning_args.stage == "rm" and finetuning_args.losia_config.output_rank_factor > 0:
         raise ValueError(
             "stage: rm scores with a value head, so the output layer (lm_head) gets no gradient: set "
             "losia_output_rank_factor: 0."
@@ -54,10 +54,6 @@ def _refusals(model_args: Any, training_args: Any, finetuning_args: Any) -> list
             "the importance scores and skipped steps would break the reselection schedule. Use bf16: true, or "
             "neither for float32."
         )
-    for flag, name in enabled_optimizers(finetuning_args):
-        problems.append(f"{flag}: {name} replaces the optimizer and cannot be combined with finetuning_type: losia.")
-    if getattr(finetuning_args, "use_llama_pro", False):
-        problems.append("use_llama_pro cannot be combined with finetuning_type: losia.")
     optim = optim_name(training_args)
     if not optim.startswith("adamw"):
         problems.append(
@@ -390,6 +386,7 @@ LOSIA = Method(
     stages=STAGES,
     stage_note=" (its trainer builds its own optimizer)",
     renames={"target_modules": "target", "extra_trainable": "extra_modules"},
+    message_names_argument=True,
     check_arguments=_check_arguments,
     refusals=_refusals,
     setup=_setup,

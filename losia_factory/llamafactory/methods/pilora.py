@@ -6,19 +6,38 @@ LoRA's argument checks, and chat, export and evaluation load its output with ``f
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
 from ...pilora import PiloraConfig, PiloraConfigError, attach_pilora, find_pilora_attachment
-from ..arguments import argument_error
-from ..checks import enabled_optimizers, optim_name
+from ..arguments import argument_error, options
+from ..checks import optim_name
 from ..method import Method, UiGetter, WebUiGroup
 
 STAGES = ("pt", "sft")
 
 
+def _check_arguments(finetuning_args: Any) -> None:
+    """Refuse an argument that the other settings make meaningless (a value set but never read)."""
+    config = finetuning_args.pilora_config
+    default = next(o.default for o in options(PILORA) if o.field == "threshold")
+    # isclose: a web UI slider can send the default back with a rounding error.
+    if not math.isclose(config.threshold, default, abs_tol=1e-6) and config.partition != "cumulative":
+        raise ValueError(
+            f"pilora_threshold ({config.threshold}) only applies with pilora_partition: cumulative (got "
+            f"pilora_partition: {config.partition}). Set pilora_partition: cumulative or remove pilora_threshold."
+        )
+
+
 def _refusals(model_args: Any, training_args: Any, finetuning_args: Any) -> list[str]:
     problems = []
+    probe_steps = finetuning_args.pilora_config.probe_steps
+    if training_args.max_steps > 0 and probe_steps >= training_args.max_steps:
+        problems.append(
+            f"pilora_probe_steps ({probe_steps}) must be smaller than max_steps ({training_args.max_steps}): stage 2 "
+            "would never start. Lower pilora_probe_steps (or set 0 to use pilora_probe_ratio) or raise max_steps."
+        )
     world_size = int(getattr(training_args, "world_size", 1) or 1)
     if world_size > 1 or training_args.deepspeed or getattr(training_args, "fsdp", None):
         problems.append(
@@ -42,8 +61,6 @@ def _refusals(model_args: Any, training_args: Any, finetuning_args: Any) -> list
             "adapter_name_or_path cannot be trained further with finetuning_type: pilora. Load a PiLoRA adapter "
             "with finetuning_type: lora (it is a standard LoRA adapter)."
         )
-    for flag, name in enabled_optimizers(finetuning_args):
-        problems.append(f"{flag}: {name} cannot be combined with finetuning_type: pilora.")
     optim = optim_name(training_args)
     if not optim.startswith("adamw_torch"):
         problems.append(
@@ -273,6 +290,7 @@ PILORA = Method(
     stages=STAGES,
     renames={"target_modules": "target"},
     message_names_argument=True,
+    check_arguments=_check_arguments,
     refusals=_refusals,
     setup=_setup,
     prepare_trainer=_prepare_trainer,
