@@ -173,7 +173,7 @@ LOSIA_ROWS = [
         "losia", {"losia_rank": 0.5}, UNKNOWN, ("losia_rank is not a LoSiA argument: did you mean losia_rank_factor?",)
     ),
     BadInput("losia", {"losia_slot": 50}, UNKNOWN, ("did you mean losia_time_slot?",)),
-    # Combinations with LLaMA-Factory's own settings (DeepSpeed configs and FSDP: tests/llamafactory/test_arguments.py).
+    # Combinations with LLaMA-Factory's own settings (DeepSpeed configs and FSDP: see test_arguments.py).
     BadInput("losia", {"stage": "ppo", "reward_model": "x"}, CONFLICT, ("not supported", "Use one of pt, sft, rm")),
     BadInput(
         "losia", {"stage": "rm", "dataset": "demo_pairs"}, CONFLICT, ("no gradient: set losia_output_rank_factor: 0",)
