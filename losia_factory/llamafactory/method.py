@@ -76,9 +76,6 @@ class Method:
             returns True, has set ``trainer.lr_scheduler`` itself. Called for every run, whatever the method:
             it recognizes its own runs by their model or optimizer.
         save_model: ``(trainer, output_dir) -> bool``: saves the model itself and returns True for its own runs.
-        clean_state_dict: ``(state_dict) -> state_dict``: removes its training-only tensors from a state dict that
-            an engine gathered by walking the parameters (DeepSpeed ZeRO-3), which bypasses the module's
-            ``state_dict`` hooks; returns other methods' state dicts unchanged.
     """
 
     name: str
@@ -98,7 +95,6 @@ class Method:
     create_optimizer: Callable[[Any, Any, Any], Any] | None = None
     prepare_trainer: Callable[[Any, int, Any], bool] | None = None
     save_model: Callable[[Any, str], bool] | None = None
-    clean_state_dict: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     @property
     def prefix(self) -> str:

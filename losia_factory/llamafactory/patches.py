@@ -209,8 +209,6 @@ def _patch_trainer_save() -> None:
         for method in REGISTERED:
             if method.save_model is not None and method.save_model(self, folder):
                 return None
-            if method.clean_state_dict is not None and state_dict is not None:
-                state_dict = method.clean_state_dict(state_dict)
         return original_save(self, output_dir, state_dict)
 
     trainer_cls._save = _save

@@ -1,5 +1,4 @@
-"""llamafactory-cli train on 2 processes (DDP over gloo, DeepSpeed ZeRO-2 and ZeRO-3) equals 1 process with the same
-global batch.
+"""llamafactory-cli train on 2 processes (DDP over gloo, DeepSpeed ZeRO-2) equals 1 process with the same global batch.
 
 Global batch 8 in every run: 1 process x 4 x accumulation 2, or 2 processes x 2 x accumulation 2. T=2 with 3 groups,
 8 steps: four reselections; checkpoint-3 falls inside a measuring window (importance buffers in the checkpoint).
@@ -35,8 +34,8 @@ def config(assets, out: Path, launch: str, pro: bool, **overrides) -> dict:
         settings["per_device_train_batch_size"] = 4
     else:
         settings.update(per_device_train_batch_size=2, ddp_backend="gloo")
-    if launch.startswith("zero"):
-        settings["deepspeed"] = str(RECIPES / f"ds_z{launch[-1]}_config.json")
+    if launch == "zero2":
+        settings["deepspeed"] = str(RECIPES / "ds_z2_config.json")
     settings.update(overrides)
     return train_config(assets, out, **settings)
 
@@ -63,18 +62,18 @@ def runs(assets, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("distributed")
     found = {}
     for pro in (True, False):
-        for launch in ("single", "ddp", "zero2", "zero3"):
+        for launch in ("single", "ddp", "zero2"):
             found[f"{launch}-{'pro' if pro else 'plain'}"] = train(assets, root, launch, pro)
     for launch in ("single", "zero2"):  # bf16 autocast (CPU): DeepSpeed's bf16 path with its fp32 masters
         found[f"{launch}-bf16"] = train(assets, root, launch, True, bf16=True, use_cpu=True)
-    for launch in ("ddp", "zero2", "zero3"):
+    for launch in ("ddp", "zero2"):
         checkpoint = root / f"{launch}-checkpoint-3"  # as left on disk by a run killed after its third step
         shutil.copytree(found[f"{launch}-pro"] / "checkpoint-3", checkpoint)
         found[f"{launch}-resumed"] = train(assets, root, launch, True, resume_from_checkpoint=str(checkpoint))
     return found
 
 
-@pytest.mark.parametrize("launch", ["ddp", "zero2", "zero3"])
+@pytest.mark.parametrize("launch", ["ddp", "zero2"])
 @pytest.mark.parametrize("path", ["pro", "plain"])
 def test_two_processes_equal_one_process(runs, launch, path):
     single, multi = runs[f"single-{path}"], runs[f"{launch}-{path}"]
@@ -85,30 +84,12 @@ def test_two_processes_equal_one_process(runs, launch, path):
     assert max_diff(weights(single), weights(single.parent / f"single-{path}" / "checkpoint-3")) > 10 * TOLERANCE
 
 
-@pytest.mark.parametrize("launch", ["zero2", "zero3"])
-def test_zero_checkpoint_is_a_deepspeed_checkpoint(runs, launch):
-    checkpoint = runs[f"{launch}-pro"] / "checkpoint-3"
+def test_zero2_checkpoint_is_a_deepspeed_checkpoint(runs):
+    checkpoint = runs["zero2-pro"] / "checkpoint-3"
     assert (checkpoint / "global_step3").is_dir() and not (checkpoint / "optimizer.pt").exists()
 
 
-def test_zero3_partitions_the_backbone_and_saves_the_base_tensor_names(runs):
-    """Each rank's ZeRO-3 checkpoint holds half of every backbone weight; the saved model has the base names only."""
-    import torch
-
-    checkpoint = runs["zero3-pro"] / "checkpoint-3" / "global_step3"
-    states = [
-        torch.load(checkpoint / f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt", weights_only=False)
-        for rank in range(2)
-    ]
-    name = "model.layers.0.mlp.down_proj.weight"
-    full = weights(runs["zero3-pro"] / "checkpoint-3")[name]
-    halves = [state["frozen_param_fragments"][name].reshape(-1) for state in states]
-    assert all(half.numel() == full.numel() // 2 for half in halves)
-    assert torch.equal(torch.cat(halves), full.reshape(-1))  # the trained block entries live in the partitions
-    assert sorted(weights(runs["zero3-pro"])) == sorted(weights(runs["single-pro"]))
-
-
-@pytest.mark.parametrize("launch", ["ddp", "zero2", "zero3"])
+@pytest.mark.parametrize("launch", ["ddp", "zero2"])
 def test_resume_equals_uninterrupted(runs, launch):
     diff = max_diff(weights(runs[f"{launch}-pro"]), weights(runs[f"{launch}-resumed"]))
     print(f"{launch} resume: max |W_resumed - W_uninterrupted| = {diff:.3g}")
