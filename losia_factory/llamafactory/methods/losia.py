@@ -126,13 +126,15 @@ def _log_summary(attachment: Any) -> None:
 
 
 def _create_optimizer(model: Any, training_args: Any, finetuning_args: Any) -> Any:
-    return create_losia_optimizer(
+    optimizer = create_losia_optimizer(
         model,
         lr=training_args.learning_rate,
         weight_decay=training_args.weight_decay,
         betas=(training_args.adam_beta1, training_args.adam_beta2),
         eps=training_args.adam_epsilon,
     )
+    optimizer.nonfinite.option = LOSIA.argument_name("max_consecutive_nonfinite_steps")  # named as the user sets it
+    return optimizer
 
 
 def _prepare_trainer(trainer: Any, num_training_steps: int, optimizer: Any) -> bool:
@@ -388,6 +390,7 @@ LOSIA = Method(
     setup=_setup,
     create_optimizer=_create_optimizer,
     prepare_trainer=_prepare_trainer,
+    checkpoint_files=("losia_config.json",),
     docs_intro="Set `finetuning_type: losia` and any of these in a LLaMA-Factory YAML (or `--name value` on the "
     "command line).",
     ui=WebUiGroup(
