@@ -24,7 +24,7 @@ NAN, INF = float("nan"), float("inf")
 def test_all_finite_agrees_with_a_per_tensor_isfinite(dtype, bad):
     generator = torch.Generator().manual_seed(0)
     tensors = [torch.randn(5, 7, generator=generator).to(dtype) for _ in range(4)] + [torch.empty(0), None]
-    tensors[0][0, 0] = 3e38  # huge but finite: a 2-norm would overflow
+    tensors[0][0, 0] = 3e38  # huge but finite, and so is the tensor's sum: a 2-norm would overflow
     if bad is not None:
         tensors[2][4, 6] = bad
     expected = all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)

@@ -3,7 +3,7 @@ LoSiA-Pro, plain LoSiA and PiLoRA, on one process and on two (DDP); PiLoRA on tw
 
 Each killed run trains with the settings of its reference (8 steps, a checkpoint every 3). Once checkpoint-3 is
 complete, every forward/backward pass sleeps (``slow_steps_shim``), and the run is killed (SIGKILL to its whole process
-group: llamafactory-cli, torchrun and the workers) as soon as the trainer log reports step 4, i.e. during step 5, or
+tree: llamafactory-cli, torchrun and the workers) as soon as the trainer log reports step 4, i.e. during step 5, or
 while checkpoint-6 is being written. LoSiA measures importance on every step (T=2, one group per slot), so the kill
 lands inside a measuring window, and checkpoint-3 holds half-filled importance buffers; the PiLoRA kill lands after
 its stage switch (step 4), so resuming from checkpoint-3 crosses it. Before resuming, a half-written ``checkpoint-7``
@@ -12,13 +12,14 @@ its stage switch (step 4), so resuming from checkpoint-3 crosses it. Before resu
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import shutil
 import signal
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -75,21 +76,37 @@ def logged_step(out: Path) -> int:
     return max(steps, default=0)
 
 
+def kill_tree(process) -> None:
+    """SIGKILL ``process`` and every process below it, all at once, as a crashed machine would stop them.
+
+    Killing the process group is not enough: torchrun starts each worker in a session of its own.
+    """
+    try:
+        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for member in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.send_signal(signal.SIGKILL)
+    _, alive = psutil.wait_procs(tree, timeout=60)
+    assert not alive, alive
+
+
 def kill_during_training(process, out: Path, method: str, log: Path) -> int:
     """Wait (bounded) for a complete checkpoint-3 and the logged step KILL_AFTER_STEP, then SIGKILL the group."""
     marker = out / "checkpoint-3" / ("pilora_state.safetensors" if method == "pilora" else "losia_config.json")
     deadline = time.monotonic() + KILL_TIMEOUT
     while not ((out / "checkpoint-3" / "trainer_state.json").exists() and marker.exists()):
         if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_tree(process)
             pytest.fail(f"no checkpoint-3 before the run ended or {KILL_TIMEOUT} s passed:\n{log.read_text()[-4000:]}")
         time.sleep(0.05)
     while (step := logged_step(out)) < KILL_AFTER_STEP:
         if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_tree(process)
             pytest.fail(f"the run ended before step {KILL_AFTER_STEP} could be seen:\n{log.read_text()[-4000:]}")
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
+    kill_tree(process)
     assert process.wait(timeout=60) == -signal.SIGKILL
     return step
 
