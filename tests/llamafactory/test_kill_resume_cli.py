@@ -82,13 +82,14 @@ def kill_tree(process) -> None:
     Killing the process group is not enough: torchrun starts each worker in a session of its own.
     """
     try:
-        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+        descendants = psutil.Process(process.pid).children(recursive=True)
     except psutil.NoSuchProcess:
-        return
-    for member in tree:
+        descendants = []
+    for member in [psutil.Process(process.pid), *descendants] if process.poll() is None else descendants:
         with contextlib.suppress(psutil.NoSuchProcess):
             member.send_signal(signal.SIGKILL)
-    _, alive = psutil.wait_procs(tree, timeout=60)
+    process.wait(timeout=60)  # reaped by Popen itself, which keeps its return code
+    _, alive = psutil.wait_procs(descendants, timeout=60)
     assert not alive, alive
 
 
@@ -107,7 +108,7 @@ def kill_during_training(process, out: Path, method: str, log: Path) -> int:
             pytest.fail(f"the run ended before step {KILL_AFTER_STEP} could be seen:\n{log.read_text()[-4000:]}")
         time.sleep(0.05)
     kill_tree(process)
-    assert process.wait(timeout=60) == -signal.SIGKILL
+    assert process.returncode == -signal.SIGKILL
     return step
 
 
