@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,25 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
         with open(tmp, "x", encoding="utf-8") as handle:  # created with the usual permissions (umask)
             handle.write(text)
             handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_file_atomic(path: str | os.PathLike[str], write: Callable[[str], Any]) -> Path:
+    """Have ``write(tmp)`` create the file under a unique temporary name beside ``path``; fsync it; rename it.
+
+    For writers that take a file name (``safetensors.torch.save_file``, ``torch.save``). The folder is created when
+    missing; the temporary file is removed if ``write`` fails. Returns the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(str(tmp))
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         tmp.replace(path)
     finally:

@@ -57,3 +57,23 @@ def test_concurrent_writers_never_share_a_temporary_name(tmp_path):
     assert not errors
     assert json.loads(path.read_text())["writer"] in range(4)
     assert [p.name for p in tmp_path.iterdir()] == ["shared.json"]
+
+
+def test_a_file_writer_lands_whole_or_not_at_all(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "sub" / "state.safetensors"
+    tensors = {"a": torch.arange(6.0).reshape(2, 3)}
+    assert fileio.write_file_atomic(path, lambda tmp: save_file(tensors, tmp)) == path
+    assert torch.equal(load_file(str(path))["a"], tensors["a"])
+
+    def broken(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(b"half a header")  # a writer that dies midway
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        fileio.write_file_atomic(path, broken)
+    assert torch.equal(load_file(str(path))["a"], tensors["a"])  # the old file is untouched
+    assert [p.name for p in path.parent.iterdir()] == ["state.safetensors"]

@@ -108,9 +108,9 @@ def setup_pilora(model, spec: BenchSpec) -> MethodSetup:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     pilora.enter_stage2()
-    del optimizer  # it holds the stage-1 factors and their moments
-    optimizer = torch.optim.AdamW(pilora.trainable_parameters(), lr=1e-4)
-    watch = [n for n, p in model.named_parameters() if p.requires_grad and n.endswith("dominant_A")][:4]
+    for param in pilora.trainable_parameters():
+        optimizer.state.pop(param, None)  # the same tensors, new LoRAs: fresh moments, as in a real run
+    watch = [n for n, p in model.named_parameters() if p.requires_grad and n.endswith("lora_A")][:4]
     if spec.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     return MethodSetup(model, optimizer, watch=watch)

@@ -28,6 +28,11 @@ class Runner:
     def trainable(self) -> int:
         if self.losia is not None:
             return sum(self.losia.num_trainable().values())
+        from ..pilora import find_pilora_attachment
+
+        pilora = find_pilora_attachment(self.model)
+        if pilora is not None:  # the compact count of its stage; its parameters also hold unused (zero) entries
+            return pilora.num_trainable()
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
     def sync(self) -> None:

@@ -71,6 +71,9 @@ class LosiaConfig:
             continues from the step reached); "state" drops the whole state, so bias correction restarts.
         output_order: Where the output layer's group stands in the measuring order: "first" (it measures in the
             first slot, as in the authors' code) or "last" (after every decoder layer).
+        max_consecutive_nonfinite_steps: An optimizer step whose block, extra or importance gradients hold NaN or
+            Inf is skipped (nothing is written; the timeline still advances, see docs/faults.md); this many skipped
+            steps in a row stop the run with an error. At least 1.
     """
 
     rank_factor: float = field(
@@ -177,6 +180,13 @@ class LosiaConfig:
             "it leaves its random rows after T steps) or 'last' (after every decoder layer)."
         },
     )
+    max_consecutive_nonfinite_steps: int = field(
+        default=10,
+        metadata={
+            "help": "A step whose gradients hold NaN or Inf is skipped (weights, optimizer state and importance stay "
+            "untouched) and counted in losia_log.jsonl; this many skipped steps in a row stop the run with an error."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.target_modules = _name_list("target_modules", self.target_modules)
@@ -237,6 +247,13 @@ class LosiaConfig:
         if self.output_order not in OUTPUT_ORDERS:
             raise LosiaConfigError(
                 "output_order", f"output_order must be one of {OUTPUT_ORDERS}, got {self.output_order!r}."
+            )
+        limit = self.max_consecutive_nonfinite_steps
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise LosiaConfigError(
+                "max_consecutive_nonfinite_steps",
+                f"max_consecutive_nonfinite_steps must be an integer >= 1 (skipped steps in a row before the run "
+                f"stops), got {limit!r}.",
             )
 
     @property

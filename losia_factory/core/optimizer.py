@@ -14,6 +14,11 @@ One optimizer step at 0-based step ``s`` (Algorithm 2 of the paper, with the sch
 In data-parallel runs the importance gradients of step 1 are averaged over the ranks first (see
 :mod:`.distributed`), and the indices are checked to agree after step 4.
 
+Before step 1, one fused check (:mod:`.nonfinite`) looks for NaN or Inf in the block, extra and importance gradients.
+If it finds any, steps 1-3 are skipped (nothing is written anywhere), steps 4-5 still run so the timeline stays on
+the Trainer's clock, and the step is counted; too many skipped steps in a row raise
+:class:`~.nonfinite.NonFiniteStepsError`.
+
 Under DeepSpeed ZeRO stage 1/2 the engine owns the fp32 masters and Adam moments of the blocks and calls ``step``
 once per param group on flat partitions of them. :meth:`LosiaAdamW.bind_engine_masters` switches the optimizer to
 that arrangement: ``step`` then only runs AdamW, and the driver calls :meth:`LosiaAdamW.finish_step` after each
@@ -34,6 +39,7 @@ from torch import nn
 from .config import LosiaConfig
 from .distributed import average_across_ranks, check_same_indices, data_parallel_size
 from .importance import ImportanceEMA
+from .nonfinite import NonFiniteGuard, all_finite, nonfinite_names
 from .partitioned import full_numel, full_shape, full_values, is_partitioned
 from .schedule import LosiaSchedule
 from .selection import select_block, top_indices
@@ -122,13 +128,19 @@ class LosiaAdamW(torch.optim.AdamW):
         self._rewarm_scheduler_attached = False
         self._warned_no_rewarm = False
         self.engine_masters: EngineMasters | None = None
+        self.nonfinite = NonFiniteGuard(config.max_consecutive_nonfinite_steps)
+        # What held NaN/Inf in the latest step, empty when it ran normally (the callback logs it).
+        self.last_nonfinite: tuple[str, ...] = ()
         self._arm(0)
 
     # -- the step -------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """One LoSiA step (see the module docstring); only AdamW once an engine owns the masters."""
+        """One LoSiA step (see the module docstring); only AdamW once an engine owns the masters.
+
+        A step whose block, extra or importance gradients hold NaN or Inf is skipped whole (see :meth:`_skip`).
+        """
         if self.engine_masters is not None:
             return super().step(closure)
         loss = None
@@ -136,7 +148,16 @@ class LosiaAdamW(torch.optim.AdamW):
             with torch.enable_grad():
                 loss = closure()
         self._warn_if_no_rewarm()
-        scoring = self._update_importance(self.global_step)
+        self.last_nonfinite = ()
+        step = self.global_step
+        scoring, measured = self._collect_importance_grads(step)
+        gradients = [p.grad for group in self.param_groups for p in group["params"]]
+        if not all_finite(gradients + [grad for _, grad in measured]):
+            self._skip(step, measured)
+            self._after_update(scoring, write_back=False)  # the blocks did not change
+            return loss
+        self.nonfinite.passed()
+        self._fold_importance(step, measured)
         super().step()
         self._after_update(scoring)
         return loss
@@ -145,22 +166,51 @@ class LosiaAdamW(torch.optim.AdamW):
     def finish_step(self) -> None:
         """The LoSiA part of a step when an engine ran AdamW: importance, write-back, reselection, next window.
 
-        Call it on every rank once after each engine optimizer step (``LosiaCallback`` does so in the Trainer).
+        Call it on every rank once after each engine optimizer step (``LosiaCallback`` does so in the Trainer). The
+        engine has already updated the masters, so only the importance gradients are guarded here: non-finite ones
+        are not folded into the EMA and the step is counted as skipped.
         """
         if self.engine_masters is None:
             raise RuntimeError("finish_step() is for engine-owned masters; without them step() does all the work.")
         self._warn_if_no_rewarm()
-        self._after_update(self._update_importance(self.global_step))
+        self.last_nonfinite = ()
+        step = self.global_step
+        scoring, measured = self._collect_importance_grads(step)
+        if not all_finite(grad for _, grad in measured):
+            self._skip(step, measured)
+            self._after_update(scoring)  # the engine has updated the blocks: write them back as usual
+            return
+        self.nonfinite.passed()
+        self._fold_importance(step, measured)
+        self._after_update(scoring)
+
+    def _skip(self, step: int, measured: Sequence[tuple[SubnetTarget, torch.Tensor]]) -> None:
+        """Record that step ``step`` is skipped: nothing is written into blocks, weights, Adam state or importance.
+
+        The caller then runs :meth:`_after_update`: the timeline still advances, as after a step with a zero update.
+        The Trainer counts the step and steps the learning-rate scheduler whatever the optimizer did, and rewarm (from
+        the scheduler's step) and windows (from ``global_step``) must stay on the same clock, also across a resume. A
+        window that ends here reselects from the importance it collected on its other steps. Every rank takes the
+        same decision: the block gradients are reduced by DDP and the importance gradients by
+        :func:`~.distributed.average_across_ranks` before the check.
+        """
+        named = [(f"gradient of {t.name} (block)", t.block.grad) for t in self.targets]
+        extras = [p for group in self.param_groups if group.get("losia_group") is None for p in group["params"]]
+        named += [(f"gradient of extra parameter #{i}", p.grad) for i, p in enumerate(extras)]
+        named += [(f"importance gradient of {t.name}", grad) for t, grad in measured]
+        self.last_nonfinite = tuple(nonfinite_names(named))
+        self.nonfinite.skip(step, self.last_nonfinite)
 
     def bind_engine_masters(self, masters: EngineMasters) -> None:
         """Hand the fp32 masters and Adam moments to an engine (see the module docstring)."""
         self.engine_masters = masters
 
-    def _after_update(self, scoring: Sequence[int]) -> None:
+    def _after_update(self, scoring: Sequence[int], write_back: bool = True) -> None:
         step = self.global_step
-        # Under ZeRO-3 one all-gather of all blocks (a few % of the model); otherwise the blocks themselves.
-        for target, block in zip(self.targets, full_values([t.block for t in self.targets])):
-            target.write_back(block)
+        if write_back:
+            # Under ZeRO-3 one all-gather of all blocks (a few % of the model); otherwise the blocks themselves.
+            for target, block in zip(self.targets, full_values([t.block for t in self.targets])):
+                target.write_back(block)
         self.last_reselected = tuple(g for g in scoring if self.schedule.reselects_after(step, g))
         for group in self.last_reselected:
             self.reselect(group)
@@ -201,10 +251,9 @@ class LosiaAdamW(torch.optim.AdamW):
         for target in self.targets:
             target.set_measuring(target.group in scoring)
 
-    def _update_importance(self, step: int) -> tuple[int, ...]:
-        """Fold the gradients collected during ``step`` into the EMAs of the measuring groups; returns the groups."""
+    def _collect_importance_grads(self, step: int) -> tuple[tuple[int, ...], list[tuple[SubnetTarget, torch.Tensor]]]:
+        """The measuring groups of ``step`` and their targets' full gradients of the step, averaged over ranks."""
         scoring = self._measured_groups(step)
-        fresh = self.schedule.is_window_start(step) or self.config.importance == "gradient"
         distributed = data_parallel_size() > 1
         measured = []
         for group in scoring:
@@ -218,6 +267,11 @@ class LosiaAdamW(torch.optim.AdamW):
                 measured.append((target, grad))
         # The gradient of the global batch: every rank then scores the same matrix and picks the same subnet.
         average_across_ranks([grad for _, grad in measured])
+        return scoring, measured
+
+    def _fold_importance(self, step: int, measured: Sequence[tuple[SubnetTarget, torch.Tensor]]) -> None:
+        """Fold the gradients collected during ``step`` into the EMAs of their targets."""
+        fresh = self.schedule.is_window_start(step) or self.config.importance == "gradient"
         # Sensitivity reads W (Eq. 3): under ZeRO-3 the measuring group's weights are gathered, one layer per step.
         weights = full_values([t.weight for t, _ in measured])
         for (target, grad), weight in zip(measured, weights):
@@ -233,7 +287,6 @@ class LosiaAdamW(torch.optim.AdamW):
                 self.importance[target.name] = ema
             ema.update(weight, grad, consume_grad=True)  # the summed gradient is ours and used up here
         del weights
-        return scoring
 
     def reselect(self, group: int) -> None:
         """Localize a new subnet for every target of ``group`` from its importance buffers (Algorithm 1).
@@ -369,6 +422,7 @@ class LosiaAdamW(torch.optim.AdamW):
             ],
             "importance": {name: ema.state_dict() for name, ema in self.importance.items()},
             "rng": None if self.generator is None else self.generator.get_state(),
+            "nonfinite": self.nonfinite.state_dict(),
         }
 
     def _master_value(self, target: SubnetTarget) -> torch.Tensor:
@@ -417,6 +471,7 @@ class LosiaAdamW(torch.optim.AdamW):
             self.importance[name] = ema
         if self.generator is not None and losia.get("rng") is not None:
             self.generator.set_state(losia["rng"])
+        self.nonfinite.load_state_dict(losia.get("nonfinite"))  # absent in states saved before the guard existed
         self.global_step = int(losia["step"])
         self._arm(self.global_step)
 

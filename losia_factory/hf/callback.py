@@ -40,6 +40,8 @@ class LosiaCallback(TrainerCallback):
     * the subnets in ``losia_subnets.jsonl`` (read by ``losia-factory analyze``): at the start of training every
       target's shape and indices, at every reselection the new indices of the reselected groups' targets, and a last
       line when training ends (see :func:`subnet_record`);
+    * every step skipped for NaN/Inf gradients: a ``{"event": "nonfinite"}`` line with what held them and the
+      running count of skipped steps (``losia_nonfinite_skipped`` in the trainer log too, once there is one);
     * ``losia_config.json`` (the LoSiA settings and the layer groups) is saved in each checkpoint and the output dir.
 
     Under DeepSpeed ZeRO 1-3 it also drives the LoSiA part of each step: at the start of training it hands the blocks'
@@ -106,6 +108,17 @@ class LosiaCallback(TrainerCallback):
         step = state.global_step  # 1-based count of optimizer steps, as in the trainer log
         if args.logging_steps and step % max(1, int(args.logging_steps)) == 0:
             self._append(args, {"step": step, "lr": self._lrs, "measuring": self._measuring})
+        if optimizer.last_nonfinite:
+            self._append(
+                args,
+                {
+                    "step": step,
+                    "event": "nonfinite",
+                    "sources": list(optimizer.last_nonfinite),
+                    "skipped": optimizer.nonfinite.skipped,
+                    "consecutive": optimizer.nonfinite.consecutive,
+                },
+            )
         if optimizer.last_reselected:
             names = [optimizer.group_name(g) for g in optimizer.last_reselected]
             self._append(args, {"step": step, "event": "reselect", "groups": names})
@@ -123,7 +136,9 @@ class LosiaCallback(TrainerCallback):
             return
         groups = [g for g in optimizer.param_groups if g["losia_group"] is not None]
         lowest = min(groups, key=lambda g: g["lr"])
-        extra = {"losia_lr_min": float(lowest["lr"]), "losia_rewarm_group": lowest["name"]}
+        extra: dict[str, Any] = {"losia_lr_min": float(lowest["lr"]), "losia_rewarm_group": lowest["name"]}
+        if optimizer.nonfinite.skipped:
+            extra["losia_nonfinite_skipped"] = optimizer.nonfinite.skipped
         logs.update(extra)
         if state.log_history and state.log_history[-1].get("step") == state.global_step:
             state.log_history[-1].update(extra)

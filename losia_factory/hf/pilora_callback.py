@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
@@ -15,35 +16,29 @@ from .ranks import is_main_process
 
 logger = logging.getLogger("llamafactory.pilora")
 PARTITION_FILE = "pilora_partition.json"
+LOG_FILE = "pilora_log.jsonl"
 
 
-def swap_optimizer_params(optimizer: Any, old: list[torch.nn.Parameter], new: list[torch.nn.Parameter]) -> None:
-    """Replace ``old`` parameters by ``new`` ones in ``optimizer`` (through accelerate's wrapper), dropping state.
-
-    The new parameters join the param group that held the first old one (LLaMA-Factory's and transformers' default
-    optimizers put the LoRA matrices in the weight-decay group), so learning rate and schedule carry on.
-    """
+def reset_optimizer_state(optimizer: Any, params: list[torch.nn.Parameter]) -> None:
+    """Drop the optimizer state of ``params`` (through accelerate's wrapper): their next step starts it afresh."""
     while hasattr(optimizer, "optimizer") and not isinstance(optimizer, torch.optim.Optimizer):
         optimizer = optimizer.optimizer
-    old_ids = {id(p) for p in old}
-    target = next((g for g in optimizer.param_groups if any(id(p) in old_ids for p in g["params"])), None)
-    if target is None:
-        raise RuntimeError("the optimizer holds none of PiLoRA's stage-1 parameters")
-    for group in optimizer.param_groups:
-        group["params"] = [p for p in group["params"] if id(p) not in old_ids]
-    target["params"].extend(new)
-    for param in old:
+    for param in params:
         optimizer.state.pop(param, None)
 
 
 class PiloraCallback(TrainerCallback):
     """Scores neurons during stage 1 and switches to stage 2 (Algorithm 1) at the right optimizer step.
 
-    * before every optimizer step of stage 1 (gradients summed over the step's micro-batches and clipped):
-      ``observe`` (every K-th step counts hits, Eqs. 7-8);
+    * before every optimizer step (gradients summed over the step's micro-batches, reduced across ranks and
+      clipped): a fused check for NaN/Inf in the adapter gradients. A bad step loses its gradients, so the optimizer
+      skips the adapters (no update, no moment or step-count change), is not scored, and is counted in
+      ``pilora_log.jsonl``; too many in a row stop the run. Otherwise, in stage 1, ``observe`` (every K-th step
+      counts hits, Eqs. 7-8);
     * after the step that ends stage 1 (``pilora_probe_steps`` or ``pilora_probe_ratio`` of ``max_steps``): the masks
-      are built, the dominant and supplementary LoRAs replace the stage-1 LoRA in the model and in the optimizer, and
-      the partition sizes go to the log and to ``pilora_partition.json``.
+      are built, the dominant and supplementary LoRAs take over the adapter parameters (the same tensors, so DDP's
+      wrapper and the optimizer stay valid; their Adam state is dropped), and the partition sizes go to the log and
+      to ``pilora_partition.json``.
     """
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -57,16 +52,33 @@ class PiloraCallback(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         attachment = find_pilora_attachment(kwargs.get("model"))
-        if attachment is not None and attachment.stage == 1:
+        if attachment is None:
+            return
+        if not attachment.gradients_finite():
+            attachment.drop_gradients()
+            if is_main_process(args):
+                os.makedirs(args.output_dir, exist_ok=True)
+                with open(os.path.join(args.output_dir, LOG_FILE), "a", encoding="utf-8") as handle:
+                    record = {
+                        "step": state.global_step + 1,
+                        "event": "nonfinite",
+                        "sources": ["adapter gradients"],
+                        "skipped": attachment.nonfinite.skipped + 1,
+                        "consecutive": attachment.nonfinite.consecutive + 1,
+                    }
+                    handle.write(json.dumps(record) + "\n")
+            attachment.nonfinite.skip(state.global_step, ["adapter gradients"])
+            return
+        attachment.nonfinite.passed()
+        if attachment.stage == 1:
             attachment.observe(state.global_step)  # global_step counts finished steps: the 0-based current one
 
     def on_step_end(self, args, state, control, **kwargs):
         attachment = find_pilora_attachment(kwargs.get("model"))
         if attachment is None or not attachment.switch_due(state.global_step - 1, state.max_steps):
             return
-        old = attachment.trainable_parameters()
         attachment.enter_stage2()
-        swap_optimizer_params(kwargs["optimizer"], old, attachment.trainable_parameters())
+        reset_optimizer_state(kwargs["optimizer"], attachment.trainable_parameters())
         sizes = attachment.partition_sizes()
         dominant = sum(d for d, _ in sizes.values())
         neurons = sum(m for _, m in sizes.values())

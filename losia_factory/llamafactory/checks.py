@@ -99,7 +99,10 @@ def other_method_arguments(finetuning_args: Any) -> list[tuple[str, Any]]:
 
 
 def check_train_args(model_args: Any, data_args: Any, training_args: Any, finetuning_args: Any) -> None:
-    """Raise ``ValueError`` listing every setting the chosen method does not support, each naming the fix."""
+    """Raise ``ValueError`` listing every setting the chosen method does not support, each naming the fix.
+
+    Then settle which checkpoint a resumed run starts from (:func:`choose_checkpoint`).
+    """
     from .methods import method_named
 
     method = method_named(finetuning_args.finetuning_type)
@@ -110,6 +113,7 @@ def check_train_args(model_args: Any, data_args: Any, training_args: Any, finetu
         problems += output_dir_problems(training_args.output_dir) + empty_dataset_problems(data_args)
     if problems:
         raise ValueError(f"Unsupported settings for finetuning_type: {method.name}:\n  - " + "\n  - ".join(problems))
+    choose_checkpoint(method, training_args)
 
 
 def output_dir_problems(output_dir: str) -> list[str]:
@@ -203,3 +207,58 @@ def unknown_argument_hint(message: str) -> str:
             guess = f"did you mean {close[0]}?" if close else f"the {method.prefix}* arguments are {', '.join(names)}."
             hints.append(f"{key} is not a {method.title} argument: {guess}")
     return " ".join(hints)
+
+
+def choose_checkpoint(method: Method, training_args: Any) -> None:
+    """Resume only from a complete checkpoint (:mod:`losia_factory.hf.checkpoints`); never from a half-written one.
+
+    * ``resume_from_checkpoint: <folder>``: refused, naming what is missing, when the folder is incomplete;
+    * ``resume_from_checkpoint: true``, or unset with ``overwrite_output_dir`` off and checkpoints in ``output_dir``
+      (LLaMA-Factory then resumes from the newest one, which comes right after this check): set to the newest
+      complete checkpoint; newer incomplete ones are skipped with a warning naming them.
+    """
+    from ..hf.checkpoints import checkpoint_problems, checkpoints, last_complete_checkpoint
+
+    if not training_args.do_train:
+        return
+    world_size = int(getattr(training_args, "world_size", 1) or 1)
+    optimizer_saved = not getattr(training_args, "save_only_model", False)
+    resume = training_args.resume_from_checkpoint
+    output_dir = training_args.output_dir
+    if isinstance(resume, str) and resume.lower() not in ("true", "false"):
+        if not os.path.isdir(resume):
+            raise ValueError(
+                f"resume_from_checkpoint: {resume} is not a checkpoint folder. Name a checkpoint-N folder of an "
+                "earlier run, or set true to resume from the newest complete checkpoint in output_dir."
+            )
+        problems = checkpoint_problems(resume, world_size, method.checkpoint_files, optimizer_saved)
+        if problems:
+            parent = os.path.dirname(os.path.normpath(resume))
+            latest, _ = last_complete_checkpoint(parent, world_size, method.checkpoint_files, optimizer_saved)
+            hint = f"resume from {latest}" if latest else "start a new run (overwrite_output_dir: true)"
+            raise ValueError(
+                f"resume_from_checkpoint: {resume} is incomplete ({'; '.join(problems)}): its save was interrupted, "
+                f"or it was not written by a finetuning_type: {method.name} run. Delete it and {hint}."
+            )
+        return
+    automatic = resume is None and not getattr(training_args, "overwrite_output_dir", False)
+    if not (resume is True or (isinstance(resume, str) and resume.lower() == "true") or automatic):
+        return
+    if automatic and not checkpoints(output_dir):
+        return  # nothing to resume: LLaMA-Factory starts a new run (or refuses a non-empty output_dir itself)
+    latest, skipped = last_complete_checkpoint(output_dir, world_size, method.checkpoint_files, optimizer_saved)
+    if latest is None:
+        raise ValueError(
+            f"No complete checkpoint to resume from in output_dir {output_dir}: "
+            + "; ".join(f"{os.path.basename(k)}: {', '.join(v)}" for k, v in skipped.items())
+            + ". Delete the incomplete folders, or start a new run (overwrite_output_dir: true)."
+        )
+    if skipped:
+        from llamafactory.extras import logging  # its handler prints in every launcher, torchrun workers included
+
+        logging.get_logger("llamafactory.checks").warning_rank0(
+            "Skipping incomplete checkpoints (their save was interrupted): "
+            + "; ".join(f"{os.path.basename(k)}: {', '.join(v)}" for k, v in skipped.items())
+            + f". Resuming from {latest}."
+        )
+    training_args.resume_from_checkpoint = latest

@@ -76,6 +76,10 @@ class Method:
             returns True, has set ``trainer.lr_scheduler`` itself. Called for every run, whatever the method:
             it recognizes its own runs by their model or optimizer.
         save_model: ``(trainer, output_dir) -> bool``: saves the model itself and returns True for its own runs.
+        load_checkpoint: ``(trainer, checkpoint_dir) -> bool``: restores its model from a checkpoint in place of the
+            Trainer's weight loading and returns True for its own runs.
+        checkpoint_files: Files every complete checkpoint of its runs holds; a resume from a checkpoint without
+            them is refused (see :mod:`losia_factory.hf.checkpoints`).
     """
 
     name: str
@@ -95,6 +99,8 @@ class Method:
     create_optimizer: Callable[[Any, Any, Any], Any] | None = None
     prepare_trainer: Callable[[Any, int, Any], bool] | None = None
     save_model: Callable[[Any, str], bool] | None = None
+    load_checkpoint: Callable[[Any, str], bool] | None = None
+    checkpoint_files: tuple[str, ...] = ()
 
     @property
     def prefix(self) -> str:

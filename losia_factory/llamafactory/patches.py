@@ -49,6 +49,11 @@ PATCHED_SYMBOLS = (
         "PiLoRA model: saves the standard LoRA adapter (rank r + r') with its masks instead of full weights",
     ),
     (
+        "transformers.trainer",
+        "Trainer._load_from_checkpoint",
+        "PiLoRA model: resumes stage, masks, hit counts and adapter values from pilora_state.safetensors",
+    ),
+    (
         "llamafactory.extras.constants",
         "METHODS",
         "'losia' and 'pilora' appended (the web UI's fine-tuning method choices)",
@@ -170,6 +175,7 @@ def patch_trainer_utils(module: ModuleType) -> None:
         module.create_custom_optimizer = create_custom_optimizer
     _patch_trainer_create_scheduler()
     _patch_trainer_save()
+    _patch_trainer_load_checkpoint()
 
 
 def _patch_trainer_create_scheduler() -> None:
@@ -212,6 +218,26 @@ def _patch_trainer_save() -> None:
         return original_save(self, output_dir, state_dict)
 
     trainer_cls._save = _save
+
+
+def _patch_trainer_load_checkpoint() -> None:
+    import transformers.trainer
+
+    from .methods import REGISTERED
+
+    trainer_cls = _require(transformers.trainer, "Trainer")
+    original_load = _require(transformers.trainer, "Trainer._load_from_checkpoint")
+    if not _once(transformers.trainer, "Trainer._load_from_checkpoint"):
+        return
+
+    @functools.wraps(original_load)
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        for method in REGISTERED:
+            if method.load_checkpoint is not None and method.load_checkpoint(self, resume_from_checkpoint):
+                return None
+        return original_load(self, resume_from_checkpoint, model)
+
+    trainer_cls._load_from_checkpoint = _load_from_checkpoint
 
 
 def patch_constants(module: ModuleType) -> None:

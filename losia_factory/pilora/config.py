@@ -43,6 +43,8 @@ class PiloraConfig:
             ("q_proj") or an fnmatch pattern over its dotted path inside the layer ("mlp.*"). Each entry must match
             at least one linear layer.
         seed: Seed of the LoRA initializations.
+        max_consecutive_nonfinite_steps: An optimizer step whose adapter gradients hold NaN or Inf is skipped (no
+            update, no hit count); this many skipped steps in a row stop the run with an error. At least 1.
     """
 
     rank: int = field(
@@ -94,6 +96,13 @@ class PiloraConfig:
         metadata={"help": "Comma-separated linear layers to adapt, or 'all'. Paper: Q, K, V, Up, Down."},
     )
     seed: int = field(default=42, metadata={"help": "Seed of the LoRA initializations."})
+    max_consecutive_nonfinite_steps: int = field(
+        default=10,
+        metadata={
+            "help": "A step whose adapter gradients hold NaN or Inf is skipped (no update, no hit count) and counted "
+            "in pilora_log.jsonl; this many skipped steps in a row stop the run with an error."
+        },
+    )
 
     def __post_init__(self) -> None:
         def bad(name: str, message: str) -> None:
@@ -131,6 +140,12 @@ class PiloraConfig:
             bad("target_modules", f"must be comma-separated linear-layer names or 'all', got {self.target_modules!r}.")
         if not self.target_modules:
             bad("target_modules", "must name at least one linear layer (e.g. 'q_proj,v_proj'), or be 'all'.")
+        limit = self.max_consecutive_nonfinite_steps
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            bad(
+                "max_consecutive_nonfinite_steps",
+                f"must be an integer >= 1 (skipped steps in a row before the run stops), got {limit!r}.",
+            )
 
     @property
     def scaling(self) -> float:

@@ -1,12 +1,19 @@
 """A PiLoRA linear layer: a standard LoRA in stage 1, dominant + supplementary LoRAs in stage 2 (Eq. 10).
 
-Torch layout: the base weight ``W0`` is (out, in); its output neurons are rows. Stage 2 keeps the adapters compact,
-``B_d`` (|M|, r) and ``B_s`` (out - |M|, r'), and scatters their outputs into the dominant / supplementary output
-positions with ``index_add`` instead of multiplying full-size masked matrices, so
+Torch layout: the base weight ``W0`` is (out, in); its output neurons are rows. The layer owns two parameters for the
+whole run, ``lora_A`` (r + r', in) and ``lora_B`` (out, r + r'): the same tensors in both stages, so an optimizer,
+a DDP wrapper or a checkpoint built at the start stays valid after the stage switch.
+
+* Stage 1 trains a rank-r LoRA on ``lora_A[:r]`` and ``lora_B[:, :r]`` (the other entries are unused).
+* Stage 2: ``A_d = lora_A[:r]`` with ``B_d = lora_B[M, :r]`` on the dominant rows M, ``A_s = lora_A[r:]`` with
+  ``B_s = lora_B[~M, r:]`` on the others. The forward pass gathers the compact ``B_d`` (|M|, r) and ``B_s``
+  (out - |M|, r') and scatters their outputs into the dominant / supplementary output positions with ``index_add``
+  instead of multiplying full-size masked matrices, so
 
     h = W0 x + s * (M (x) B_d) A_d x + s * (~M (x) B_s) A_s x          (Eq. 10, s = alpha / r)
 
-costs two small LoRA products per token, like a LoRA of rank r + r' would.
+  costs two small LoRA products per token, like a LoRA of rank r + r' would. Entries outside the compact blocks get
+  zero gradients and stay zero, so ``lora_B`` is exactly the exported LoRA of rank r + r' (up to the scaling).
 """
 
 from __future__ import annotations
@@ -61,8 +68,11 @@ class PiloraLinear(nn.Module):
         self.scaling = scaling
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         out_features, in_features = base.weight.shape
-        self.lora_A = nn.Parameter(_kaiming(rank, in_features, generator, base.weight))
-        self.lora_B = nn.Parameter(torch.zeros(out_features, rank, device=base.weight.device))
+        device = base.weight.device
+        lora_a = torch.zeros(rank + supplementary_rank, in_features, device=device)
+        lora_a[:rank] = _kaiming(rank, in_features, generator, base.weight)
+        self.lora_A = nn.Parameter(lora_a)
+        self.lora_B = nn.Parameter(torch.zeros(out_features, rank + supplementary_rank, device=device))
         self.stage = 1
 
     @property
@@ -76,15 +86,25 @@ class PiloraLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)
         h = self.lora_dropout(x)
+        r = self.rank
         if self.stage == 1:
-            return y + self._lora(h, self.lora_A, self.lora_B).to(y.dtype)
-        y = y.index_add(-1, self.dominant_idx, self._lora(h, self.dominant_A, self.dominant_B).to(y.dtype))
-        return y.index_add(
-            -1, self.supplementary_idx, self._lora(h, self.supplementary_A, self.supplementary_B).to(y.dtype)
-        )
+            return y + self._lora(h, self.lora_A[:r], self.lora_B[:, :r]).to(y.dtype)
+        dominant_b = self.lora_B.index_select(0, self.dominant_idx)[:, :r]
+        supplementary_b = self.lora_B.index_select(0, self.supplementary_idx)[:, r:]
+        y = y.index_add(-1, self.dominant_idx, self._lora(h, self.lora_A[:r], dominant_b).to(y.dtype))
+        return y.index_add(-1, self.supplementary_idx, self._lora(h, self.lora_A[r:], supplementary_b).to(y.dtype))
 
     def _lora(self, h: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor) -> torch.Tensor:
         return F.linear(F.linear(h.to(lora_a.dtype), lora_a), lora_b) * self.scaling
+
+    # -- the compact factors (views or gathered copies; the parameters are lora_A and lora_B) -------------------------
+
+    def factors(self) -> dict[str, torch.Tensor]:
+        """The LoRA factors of the stage, detached: ``A``, ``B`` (stage 1) or ``A_d``, ``B_d``, ``A_s``, ``B_s``."""
+        a, b, r = self.lora_A.detach(), self.lora_B.detach(), self.rank
+        if self.stage == 1:
+            return {"A": a[:r], "B": b[:, :r]}
+        return {"A_d": a[:r], "B_d": b[self.dominant_idx, :r], "A_s": a[r:], "B_s": b[self.supplementary_idx, r:]}
 
     # -- stage 1 ----------------------------------------------------------------------------------------------------
 
@@ -94,15 +114,21 @@ class PiloraLinear(nn.Module):
             raise RuntimeError("the approximate weight gradient is a stage-1 quantity")
         if self.lora_A.grad is None or self.lora_B.grad is None:
             return None
+        r = self.rank
         # The LoRA update is s * B A, so dL/dA and dL/dB carry the factor s; Eq. 7 has it too and a common scale
         # does not change which neurons are above the mean.
-        return approximate_weight_gradient(self.lora_A, self.lora_B, self.lora_A.grad, self.lora_B.grad)
+        return approximate_weight_gradient(
+            self.lora_A[:r], self.lora_B[:, :r], self.lora_A.grad[:r], self.lora_B.grad[:, :r]
+        )
 
     # -- stage 2 ----------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def enter_stage2(self, mask: torch.Tensor, init: str, generator: torch.Generator) -> None:
-        """Replace the stage-1 LoRA by the dominant (rows ``mask``) and supplementary (the other rows) LoRAs.
+        """Switch to the dominant (rows ``mask``) and supplementary (the other rows) LoRAs, in the same parameters.
+
+        The values of ``lora_A`` and ``lora_B`` are rewritten in place; their optimizer state must be dropped by the
+        caller (the new LoRAs start with fresh Adam moments, as new parameters would).
 
         Args:
             mask: Boolean (out,) mask of dominant output neurons.
@@ -118,23 +144,36 @@ class PiloraLinear(nn.Module):
         mask = mask.to(device)
         dominant = mask.nonzero().squeeze(1)
         supplementary = (~mask).nonzero().squeeze(1)
+        r = self.rank
+        a, b = self.lora_A, self.lora_B
         if init == "fresh":
-            a_d = _kaiming(self.rank, self.in_features, generator, self.lora_A)
-            b_d = torch.zeros(dominant.numel(), self.rank, device=device)
-            a_s = _kaiming(self.supplementary_rank, self.in_features, generator, self.lora_A)
-            b_s = torch.zeros(supplementary.numel(), self.supplementary_rank, device=device)
+            a[:r] = _kaiming(r, self.in_features, generator, a)
+            a[r:] = _kaiming(self.supplementary_rank, self.in_features, generator, a)
+            b.zero_()
         elif init == "carry":
-            a_d, b_d = self.lora_A.detach().clone(), self.lora_B.detach()[dominant].clone()
-            a_s, b_s = _best_low_rank(
-                self.lora_B.detach()[supplementary] @ self.lora_A.detach(), self.supplementary_rank
-            )
+            a_s, b_s = _best_low_rank(b[supplementary, :r] @ a[:r], self.supplementary_rank)
+            b[supplementary, :r] = 0.0
+            b[:, r:] = 0.0
+            b[supplementary, r:] = b_s
+            a[r:] = a_s
         else:
             raise ValueError(f"unknown stage-2 init {init!r}")
-        del self.lora_A, self.lora_B
+        self.set_partition(dominant, supplementary)
+
+    def set_partition(self, dominant: torch.Tensor, supplementary: torch.Tensor | None = None) -> None:
+        """Enter stage 2 with the given dominant output neurons, leaving the parameter values as they are.
+
+        :meth:`enter_stage2` calls it after writing the stage-2 initialization; a resumed run calls it with the saved
+        indices before loading the saved values.
+        """
+        device = self.lora_A.device
+        dominant = dominant.to(device=device, dtype=torch.int64)
+        if supplementary is None:
+            keep = torch.ones(self.out_features, dtype=torch.bool, device=device)
+            keep[dominant] = False
+            supplementary = keep.nonzero().squeeze(1)
         self.register_buffer("dominant_idx", dominant, persistent=False)
-        self.register_buffer("supplementary_idx", supplementary, persistent=False)
-        self.dominant_A, self.dominant_B = nn.Parameter(a_d), nn.Parameter(b_d)
-        self.supplementary_A, self.supplementary_B = nn.Parameter(a_s), nn.Parameter(b_s)
+        self.register_buffer("supplementary_idx", supplementary.to(device=device, dtype=torch.int64), persistent=False)
         self.stage = 2
 
     @property
@@ -149,12 +188,13 @@ class PiloraLinear(nn.Module):
         Stage 2: rank r + r', ``A = [A_d; A_s]`` and ``B = [s (M (x) B_d), s (~M (x) B_s)]`` (zero rows outside each
         group's mask). Stage 1: ``(A, s B)``.
         """
+        factors = self.factors()
         if self.stage == 1:
-            return self.lora_A.detach().clone(), self.lora_B.detach() * self.scaling
-        lora_a = torch.cat([self.dominant_A.detach(), self.supplementary_A.detach()])
+            return factors["A"].clone(), factors["B"] * self.scaling
+        lora_a = self.lora_A.detach().clone()
         lora_b = torch.zeros(self.out_features, self.rank + self.supplementary_rank, device=lora_a.device)
-        lora_b[self.dominant_idx, : self.rank] = self.dominant_B.detach() * self.scaling
-        lora_b[self.supplementary_idx, self.rank :] = self.supplementary_B.detach() * self.scaling
+        lora_b[self.dominant_idx, : self.rank] = factors["B_d"] * self.scaling
+        lora_b[self.supplementary_idx, self.rank :] = factors["B_s"] * self.scaling
         return lora_a, lora_b
 
     def delta_weight(self) -> torch.Tensor:
@@ -163,8 +203,15 @@ class PiloraLinear(nn.Module):
         return lora_b @ lora_a
 
     def num_trainable(self) -> int:
-        """Trainable elements: r(in + out) in stage 1; r in + |M| r + r' in + (out - |M|) r' in stage 2."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        """Trainable elements of the stage: r(in + out) in stage 1; r in + |M| r + r' in + (out - |M|) r' in stage 2.
+
+        The parameters themselves hold (r + r')(in + out) elements; the others are unused and stay zero.
+        """
+        r, r_s, n_in, n_out = self.rank, self.supplementary_rank, self.in_features, self.out_features
+        if self.stage == 1:
+            return r * (n_in + n_out)
+        dominant = int(self.dominant_idx.numel())
+        return r * n_in + dominant * r + r_s * n_in + (n_out - dominant) * r_s
 
 
 def _best_low_rank(matrix: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -153,6 +153,13 @@ LOSIA_ROWS = [
     ),
     *_rows(
         "losia",
+        "losia_max_consecutive_nonfinite_steps",
+        (RANGE, 0, "must be an integer >= 1"),
+        (TYPE, 2.5, "must be an integer >= 1"),
+        (TYPE, "ten", "must be an integer >= 1"),
+    ),
+    *_rows(
+        "losia",
         "losia_rewarm",
         (TYPE, "no", "must be True or False"),
         (TYPE, 0, "must be True or False"),
@@ -293,6 +300,12 @@ PILORA_ROWS = [
     ),
     *_rows(
         "pilora",
+        "pilora_max_consecutive_nonfinite_steps",
+        (RANGE, 0, "must be an integer >= 1"),
+        (TYPE, 2.5, "must be an integer >= 1"),
+    ),
+    *_rows(
+        "pilora",
         "pilora_seed",
         (RANGE, -1, "must be an integer >= 0"),
         (TYPE, "42", "must be an integer >= 0"),
@@ -324,7 +337,7 @@ PILORA_ROWS = [
         "pilora",
         {"deepspeed": "{work}/ds_z2.json", "ddp_backend": "gloo"},
         CONFLICT,
-        ("runs on one process", "without `deepspeed:`"),
+        ("DeepSpeed and FSDP are not supported with finetuning_type: pilora", "Remove `deepspeed:`"),
     ),
     BadInput("pilora", {"losia_time_slot": 10}, CONFLICT, ("only apply with `finetuning_type: losia`",)),
     BadInput("pilora", {"dataset": "demo_empty"}, DATA, ("has no rows",)),

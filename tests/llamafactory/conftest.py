@@ -77,10 +77,8 @@ def train_config(assets: dict[str, Path], output_dir: Path, **overrides) -> dict
     return config
 
 
-def run_cli(
-    command: str, config: dict, workdir: Path, env: dict | None = None, stdin: str | None = None, timeout: int = 600
-) -> subprocess.CompletedProcess:
-    """Run ``llamafactory-cli <command> <yaml>`` from the test environment's venv; returns the finished process."""
+def _cli(command: str, config: dict, workdir: Path, env: dict | None) -> tuple[list[str], dict]:
+    """The ``llamafactory-cli <command> <yaml>`` argv (the YAML written into ``workdir``) and its environment."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"{command}-{len(list(workdir.glob('*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -91,15 +89,26 @@ def run_cli(
         **(env or {}),
     }
     full_env.pop("LOSIA_FACTORY_DISABLE", None)
+    return [str(VENV_BIN / "llamafactory-cli"), command, str(path)], full_env
+
+
+def run_cli(
+    command: str, config: dict, workdir: Path, env: dict | None = None, stdin: str | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Run ``llamafactory-cli <command> <yaml>`` from the test environment's venv; returns the finished process."""
+    argv, full_env = _cli(command, config, workdir, env)
     return subprocess.run(
-        [str(VENV_BIN / "llamafactory-cli"), command, str(path)],
-        cwd=workdir,
-        env=full_env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        argv, cwd=workdir, env=full_env, input=stdin, capture_output=True, text=True, timeout=timeout
     )
+
+
+def start_cli(command: str, config: dict, workdir: Path, log: Path, env: dict | None = None) -> subprocess.Popen:
+    """Start ``llamafactory-cli <command> <yaml>`` in its own process group (to be killed whole); output to ``log``."""
+    argv, full_env = _cli(command, config, workdir, env)
+    with open(log, "w") as handle:
+        return subprocess.Popen(
+            argv, cwd=workdir, env=full_env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def assert_ok(result: subprocess.CompletedProcess) -> None:
@@ -120,3 +129,56 @@ def assert_chat_ok(result: subprocess.CompletedProcess) -> None:
     if result.returncode == -6 and answered and result.stderr.rstrip().endswith(SHUTDOWN_ABORT):
         return
     assert_ok(result)
+
+
+# -- the reference runs of the distributed and kill tests (shared: each costs a llamafactory-cli launch) ----------
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "deepspeed"
+TWO = {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}
+# For resumed multi-process runs on CPU only: see the shim's docstring (an upstream limitation, full fine-tuning too).
+CPU_RESUME_SHIM = {"PYTHONPATH": str(Path(__file__).parent / "cpu_resume_shim")}
+DISTRIBUTED_LR = 1e-3
+
+
+def distributed_config(assets, out: Path, launch: str, pro: bool, **overrides) -> dict:
+    """Global batch 8: 1 process x 4 x accumulation 2 ("single"), or 2 processes x 2 x accumulation 2 ("ddp",
+    "zero2"). T=2 with 3 groups, 8 steps: four reselections; checkpoint-3 falls inside a measuring window."""
+    settings = dict(
+        max_steps=8,
+        save_steps=3,
+        learning_rate=DISTRIBUTED_LR,
+        losia_time_slot=2,
+        gradient_accumulation_steps=2,
+        losia_pro=pro,
+    )
+    if launch == "single":
+        settings["per_device_train_batch_size"] = 4
+    else:
+        settings.update(per_device_train_batch_size=2, ddp_backend="gloo")
+    if launch == "zero2":
+        settings["deepspeed"] = str(RECIPES / "ds_z2_config.json")
+    settings.update(overrides)
+    return train_config(assets, out, **settings)
+
+
+def train_distributed(assets, root: Path, launch: str, pro: bool, **overrides) -> Path:
+    suffix = "-bf16" if overrides.get("bf16") else "-resumed" if overrides else ""
+    out = root / f"{launch}-{'pro' if pro else 'plain'}{suffix}"
+    resumed = "resume_from_checkpoint" in overrides
+    env = None if launch == "single" else {**TWO, **(CPU_RESUME_SHIM if resumed else {})}
+    result = run_cli("train", distributed_config(assets, out, launch, pro, **overrides), root, env=env)
+    assert_ok(result)
+    if launch != "single":
+        assert "Initializing 2 distributed tasks" in result.stdout + result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def losia_references(assets, tmp_path_factory) -> dict[str, Path]:
+    """Uninterrupted LoSiA-Pro and plain LoSiA runs on 1 process and on 2 (DDP), keyed "single-pro", "ddp-plain"..."""
+    root = tmp_path_factory.mktemp("references")
+    return {
+        f"{launch}-{'pro' if pro else 'plain'}": train_distributed(assets, root, launch, pro)
+        for pro in (True, False)
+        for launch in ("single", "ddp")
+    }

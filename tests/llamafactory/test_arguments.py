@@ -309,7 +309,7 @@ def test_pilora_arguments_build_the_config(assets, tmp_path):
         (dict(pilora_threshold=1.5), "Invalid pilora_threshold"),
         (dict(losia_rank_factor=0.5), "losia_rank_factor only apply with `finetuning_type: losia`"),
         (dict(stage="dpo", dataset="demo_pairs"), "stage: dpo is not supported with finetuning_type: pilora"),
-        (dict(resume_from_checkpoint="x"), "resume_from_checkpoint (x) is not supported"),
+        (dict(resume_from_checkpoint="x"), "resume_from_checkpoint: x is not a checkpoint folder"),
         (dict(optim="adafactor"), "optim: adafactor is not tested with finetuning_type: pilora"),
         (dict(quantization_bit=4), "quantization_bit: 4 is not supported with finetuning_type: pilora"),
     ],
@@ -329,5 +329,5 @@ def test_pilora_refuses_deepspeed(assets, tmp_path, monkeypatch):
 
     model_args, data_args, training_args, finetuning_args, _ = pilora_parse(assets, tmp_path)
     monkeypatch.setattr(training_args, "deepspeed", "ds_z2.json")
-    with pytest.raises(ValueError, match="finetuning_type: pilora runs on one process"):
+    with pytest.raises(ValueError, match="DeepSpeed and FSDP are not supported with finetuning_type: pilora"):
         check_train_args(model_args, data_args, training_args, finetuning_args)

@@ -423,7 +423,7 @@ def test_runner_explains_what_pilora_cannot_run(engine, setting, value, alert):
     assert engine.runner._initialize(data, do_train=True, from_preview=True) == PILORA_ALERTS[alert]["en"]
 
 
-def test_several_devices_are_explained_for_pilora(engine, monkeypatch):
+def test_several_devices_run_pilora_as_ddp(engine, monkeypatch):
     import llamafactory.extras.misc
 
     monkeypatch.setattr(llamafactory.extras.misc, "get_device_count", lambda: 2)
@@ -431,9 +431,8 @@ def test_several_devices_are_explained_for_pilora(engine, monkeypatch):
         engine,
         "pilora",
     )
-    assert (
-        engine.runner._initialize(data, do_train=True, from_preview=True) == PILORA_ALERTS["err_pilora_devices"]["en"]
-    )
+    assert engine.runner._initialize(data, do_train=True, from_preview=True) == ""
+    assert "err_pilora_devices" not in PILORA_ALERTS
 
 
 @pytest.mark.slow

@@ -24,8 +24,10 @@ def make_layer(out_features=10, in_features=7, mask=(1, 0, 1, 1, 0, 0, 1, 0, 0, 
         layer.lora_B.normal_(generator=generator)
     layer.enter_stage2(torch.tensor(mask, dtype=torch.bool), init, generator)
     with torch.no_grad():  # non-zero factors everywhere, so every term of Eq. 10 is exercised
-        for param in (layer.dominant_B, layer.supplementary_B, layer.supplementary_A):
-            param.normal_(generator=generator)
+        b, dominant, supplementary = layer.lora_B, layer.dominant_idx, layer.supplementary_idx
+        b[dominant, :R] = torch.randn(dominant.numel(), R, generator=generator)
+        b[supplementary, R:] = torch.randn(supplementary.numel(), R_SUP, generator=generator)
+        layer.lora_A[R:] = torch.randn(R_SUP, layer.in_features, generator=generator)
     return layer
 
 
@@ -36,23 +38,21 @@ def test_eq10_forward_equals_w0_plus_merged_delta():
     assert torch.allclose(layer(x), expected, atol=1e-5)
     # The delta has the masked structure of Eq. 11: dominant rows from (B_d, A_d), the others from (B_s, A_s).
     delta = layer.delta_weight()
-    mask = layer.dominant_mask
-    assert torch.allclose(delta[mask], SCALING * layer.dominant_B @ layer.dominant_A, atol=1e-6)
-    assert torch.allclose(delta[~mask], SCALING * layer.supplementary_B @ layer.supplementary_A, atol=1e-6)
+    mask, f = layer.dominant_mask, layer.factors()
+    assert torch.allclose(delta[mask], SCALING * f["B_d"] @ f["A_d"], atol=1e-6)
+    assert torch.allclose(delta[~mask], SCALING * f["B_s"] @ f["A_s"], atol=1e-6)
 
 
 def test_compact_gradients_equal_the_masked_dense_form():
     layer = make_layer()
     x, target = torch.randn(6, 7), torch.randn(6, 10)
     F.mse_loss(layer(x), target).backward()
-    mask = layer.dominant_mask
+    mask, f = layer.dominant_mask, layer.factors()
     dense = {
-        "b_d": torch.zeros(10, R).index_copy(0, layer.dominant_idx, layer.dominant_B.detach()).requires_grad_(),
-        "a_d": layer.dominant_A.detach().clone().requires_grad_(),
-        "b_s": torch.zeros(10, R_SUP)
-        .index_copy(0, layer.supplementary_idx, layer.supplementary_B.detach())
-        .requires_grad_(),
-        "a_s": layer.supplementary_A.detach().clone().requires_grad_(),
+        "b_d": torch.zeros(10, R).index_copy(0, layer.dominant_idx, f["B_d"]).requires_grad_(),
+        "a_d": f["A_d"].clone().requires_grad_(),
+        "b_s": torch.zeros(10, R_SUP).index_copy(0, layer.supplementary_idx, f["B_s"]).requires_grad_(),
+        "a_s": f["A_s"].clone().requires_grad_(),
     }
     m = mask.float().unsqueeze(1)
     weight = (
@@ -61,10 +61,13 @@ def test_compact_gradients_equal_the_masked_dense_form():
         + SCALING * ((1 - m) * dense["b_s"]) @ dense["a_s"]
     )
     F.mse_loss(F.linear(x, weight, layer.base_layer.bias), target).backward()
-    assert torch.allclose(layer.dominant_B.grad, dense["b_d"].grad[mask], atol=1e-6)
-    assert torch.allclose(layer.supplementary_B.grad, dense["b_s"].grad[~mask], atol=1e-6)
-    assert torch.allclose(layer.dominant_A.grad, dense["a_d"].grad, atol=1e-6)
-    assert torch.allclose(layer.supplementary_A.grad, dense["a_s"].grad, atol=1e-6)
+    grad_b = layer.lora_B.grad
+    assert torch.allclose(grad_b[mask, :R], dense["b_d"].grad[mask], atol=1e-6)
+    assert torch.allclose(grad_b[~mask, R:], dense["b_s"].grad[~mask], atol=1e-6)
+    assert torch.allclose(layer.lora_A.grad[:R], dense["a_d"].grad, atol=1e-6)
+    assert torch.allclose(layer.lora_A.grad[R:], dense["a_s"].grad, atol=1e-6)
+    # The entries of lora_B outside the two compact blocks take no part: exactly zero gradient, so they stay zero.
+    assert torch.count_nonzero(grad_b[mask, R:]) == 0 and torch.count_nonzero(grad_b[~mask, :R]) == 0
     assert layer.base_layer.weight.grad is None
 
 
@@ -144,7 +147,8 @@ def train_both_stages(model, config, steps=8):
         optimizer.zero_grad()
         if pilora.switch_due(step, steps):
             masks = pilora.enter_stage2()
-            optimizer = torch.optim.AdamW(pilora.trainable_parameters(), lr=1e-2)
+            for param in pilora.trainable_parameters():
+                optimizer.state.pop(param, None)  # the same tensors, new LoRAs: fresh Adam moments
     return pilora, masks
 
 
@@ -157,7 +161,7 @@ def test_two_stages_on_a_llama_train_the_paper_placement():
     assert pilora.stage == 2 and set(masks) == set(pilora.layers)
     assert all(counter.probes == 4 for counter in pilora.counters.values())
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all("dominant_" in n or "supplementary_" in n for n in trainable)
+    assert trainable and all(n.endswith((".lora_A", ".lora_B")) for n in trainable)
     lora_r = sum(4 * (layer.in_features + layer.out_features) for layer in pilora.layers.values())
     assert pilora.num_trainable() < lora_r  # fewer than a LoRA of the same r (r' < r on the supplementary rows)
 

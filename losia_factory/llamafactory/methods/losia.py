@@ -122,13 +122,15 @@ def _log_summary(attachment: Any) -> None:
 
 
 def _create_optimizer(model: Any, training_args: Any, finetuning_args: Any) -> Any:
-    return create_losia_optimizer(
+    optimizer = create_losia_optimizer(
         model,
         lr=training_args.learning_rate,
         weight_decay=training_args.weight_decay,
         betas=(training_args.adam_beta1, training_args.adam_beta2),
         eps=training_args.adam_epsilon,
     )
+    optimizer.nonfinite.option = LOSIA.argument_name("max_consecutive_nonfinite_steps")  # named as the user sets it
+    return optimizer
 
 
 def _prepare_trainer(trainer: Any, num_training_steps: int, optimizer: Any) -> bool:
@@ -184,6 +186,25 @@ _NOTE = {
 }
 # Config field -> {lang: {"label": ..., "info": ...}}: short labels and translations of the help.
 _LABELS: dict[str, dict[str, dict[str, str]]] = {
+    "max_consecutive_nonfinite_steps": {
+        "en": {
+            "label": "Stop after N skipped steps",
+            "info": "Steps with NaN/Inf gradients are skipped; this many in a row stop the run.",
+        },
+        "ru": {
+            "label": "Остановка после N пропусков",
+            "info": "Шаги с NaN/Inf в градиентах пропускаются; столько подряд останавливают обучение.",
+        },
+        "zh": {"label": "连续跳过 N 步后停止", "info": "梯度含 NaN/Inf 的步会被跳过；连续这么多步则停止训练。"},
+        "ko": {
+            "label": "N번 건너뛰면 중지",
+            "info": "NaN/Inf 기울기가 있는 스텝은 건너뜁니다. 연속으로 이만큼이면 학습을 중지합니다.",
+        },
+        "ja": {
+            "label": "N 回スキップで停止",
+            "info": "勾配に NaN/Inf があるステップはスキップされ、連続でこの回数に達すると学習を停止します。",
+        },
+    },
     "rank_factor": {
         "en": {"label": "Rank factor p", "info": "Each linear layer trains a (p·out) × (p·in) subnet. Paper: 1/8."},
         "ru": {
@@ -385,6 +406,7 @@ LOSIA = Method(
     setup=_setup,
     create_optimizer=_create_optimizer,
     prepare_trainer=_prepare_trainer,
+    checkpoint_files=("losia_config.json",),
     docs_intro="Set `finetuning_type: losia` and any of these in a LLaMA-Factory YAML (or `--name value` on the "
     "command line).",
     ui=WebUiGroup(

@@ -1,7 +1,8 @@
 """PiLoRA (``finetuning_type: pilora``) as LLaMA-Factory sees it: one description and its hooks.
 
-A PiLoRA run trains LoRA adapters in two stages on one process and saves a standard LoRA adapter, so it shares
-LoRA's argument checks, and chat, export and evaluation load its output with ``finetuning_type: lora``.
+A PiLoRA run trains LoRA adapters in two stages (one process or DDP) and saves a standard LoRA adapter, so it shares
+LoRA's argument checks, and chat, export and evaluation load its output with ``finetuning_type: lora``. Its checkpoints
+carry the stage, masks, hit counts and exact adapter values (``pilora_state.safetensors``), so it resumes exactly.
 """
 
 from __future__ import annotations
@@ -38,17 +39,11 @@ def _refusals(model_args: Any, training_args: Any, finetuning_args: Any) -> list
             f"pilora_probe_steps ({probe_steps}) must be smaller than max_steps ({training_args.max_steps}): stage 2 "
             "would never start. Lower pilora_probe_steps (or set 0 to use pilora_probe_ratio) or raise max_steps."
         )
-    world_size = int(getattr(training_args, "world_size", 1) or 1)
-    if world_size > 1 or training_args.deepspeed or getattr(training_args, "fsdp", None):
+    if training_args.deepspeed or getattr(training_args, "fsdp", None):
         problems.append(
-            "finetuning_type: pilora runs on one process: it replaces its trainable parameters when stage 2 starts, "
-            "which DDP, DeepSpeed and FSDP fix when they wrap the model. Launch one process without `deepspeed:` / "
-            "`fsdp:` (CUDA_VISIBLE_DEVICES=0)."
-        )
-    if training_args.resume_from_checkpoint:
-        problems.append(
-            f"resume_from_checkpoint ({training_args.resume_from_checkpoint}) is not supported with finetuning_type: "
-            "pilora yet. Start a new run (overwrite_output_dir: true, or another output_dir)."
+            "DeepSpeed and FSDP are not supported with finetuning_type: pilora: the switch to stage 2 rewrites the "
+            "adapter values in place, which ZeRO's fp32 partitions and FSDP's shards would not see. Remove "
+            "`deepspeed:` / `fsdp:`; several GPUs run as DDP (FORCE_TORCHRUN=1)."
         )
     if model_args.quantization_bit is not None:
         problems.append(
@@ -87,6 +82,7 @@ def _setup(model: Any, model_args: Any, finetuning_args: Any, is_trainable: bool
         attachment = attach_pilora(model, finetuning_args.pilora_config)
     except PiloraConfigError as err:
         raise ValueError(argument_error(PILORA, err)) from None
+    attachment.nonfinite.option = PILORA.argument_name("max_consecutive_nonfinite_steps")
     config = attachment.config
     logging.get_logger("llamafactory.pilora").info_rank0(
         f"Fine-tuning method: PiLoRA | r={config.rank}, r'={config.supplementary_rank}, alpha={config.alpha}, "
@@ -108,7 +104,10 @@ def _prepare_trainer(trainer: Any, num_training_steps: int, optimizer: Any) -> b
 
 
 def _save_model(trainer: Any, output_dir: str) -> bool:
-    """Save a PiLoRA model as the standard LoRA adapter it is equivalent to, not as wrapped full weights."""
+    """Save a PiLoRA model as the standard LoRA adapter it is equivalent to, not as wrapped full weights.
+
+    A checkpoint folder also gets ``pilora_state.safetensors``, which :func:`_load_checkpoint` resumes from.
+    """
     import torch
 
     attachment = find_pilora_attachment(trainer.model)
@@ -116,10 +115,25 @@ def _save_model(trainer: Any, output_dir: str) -> bool:
         return False
     os.makedirs(output_dir, exist_ok=True)
     base = getattr(getattr(trainer.model, "config", None), "_name_or_path", None)
+    if os.path.basename(os.path.normpath(output_dir)).startswith("checkpoint-"):
+        attachment.save_training_state(output_dir)
     attachment.save_adapter(output_dir, base_model_name_or_path=base)
     if trainer.processing_class is not None:
         trainer.processing_class.save_pretrained(output_dir)
     torch.save(trainer.args, os.path.join(output_dir, "training_args.bin"))
+    return True
+
+
+def _load_checkpoint(trainer: Any, folder: str) -> bool:
+    """Resume a PiLoRA model from a checkpoint: stage, masks, hit counts and exact adapter values.
+
+    Runs where the Trainer would load model weights (before DDP wraps the model), so a run resumed in stage 2 has
+    its stage-2 layout before training starts; the optimizer state follows from the Trainer as usual.
+    """
+    attachment = find_pilora_attachment(trainer.model)
+    if attachment is None:
+        return False
+    attachment.load_training_state(folder)
     return True
 
 
@@ -132,8 +146,6 @@ def _ui_refusal(get: UiGetter, stage: str, device_count: int) -> str:
         return "err_pilora_quantization"
     if get("top.booster") == "unsloth":
         return "err_pilora_unsloth"
-    if device_count > 1:
-        return "err_pilora_devices"
     return ""
 
 
@@ -145,14 +157,33 @@ _TITLE = {
     "ja": "PiLoRA 設定",
 }
 _NOTE = {
-    "en": "PiLoRA trains a rank-r LoRA for a probe phase while scoring every output neuron, then gives the important neurons rank r and the others rank r'. It saves a standard LoRA adapter: load it with the lora fine-tuning method. One GPU, no DeepSpeed, no quantization.",
-    "ru": "PiLoRA обучает LoRA ранга r на этапе зондирования и оценивает каждый выходной нейрон, затем даёт важным нейронам ранг r, а остальным ранг r'. Сохраняется обычный адаптер LoRA: загружайте его методом lora. Одна GPU, без DeepSpeed и квантования.",
-    "zh": "PiLoRA 先在探测阶段训练秩为 r 的 LoRA 并为每个输出神经元打分，然后为重要神经元分配秩 r，其余分配秩 r'。结果保存为标准 LoRA 适配器：请用 lora 微调方法加载。仅支持单卡，不支持 DeepSpeed 和量化。",
-    "ko": "PiLoRA는 탐색 단계에서 랭크 r LoRA를 학습하며 모든 출력 뉴런의 점수를 매기고, 중요한 뉴런에는 랭크 r, 나머지에는 랭크 r'을 할당합니다. 표준 LoRA 어댑터로 저장되므로 lora 방식으로 불러오세요. GPU 하나, DeepSpeed와 양자화는 사용할 수 없습니다.",
-    "ja": "PiLoRA は探索フェーズでランク r の LoRA を学習しながら各出力ニューロンを評価し、重要なニューロンにランク r、それ以外にランク r' を割り当てます。標準の LoRA アダプターとして保存されるので、lora 手法で読み込んでください。GPU 1 枚、DeepSpeed と量子化は使用できません。",
+    "en": "PiLoRA trains a rank-r LoRA for a probe phase while scoring every output neuron, then gives the important neurons rank r and the others rank r'. It saves a standard LoRA adapter: load it with the lora fine-tuning method. One GPU or several (DDP), no DeepSpeed, no quantization.",
+    "ru": "PiLoRA обучает LoRA ранга r на этапе зондирования и оценивает каждый выходной нейрон, затем даёт важным нейронам ранг r, а остальным ранг r'. Сохраняется обычный адаптер LoRA: загружайте его методом lora. Одна или несколько GPU (DDP), без DeepSpeed и квантования.",
+    "zh": "PiLoRA 先在探测阶段训练秩为 r 的 LoRA 并为每个输出神经元打分，然后为重要神经元分配秩 r，其余分配秩 r'。结果保存为标准 LoRA 适配器：请用 lora 微调方法加载。支持单卡或多卡（DDP），不支持 DeepSpeed 和量化。",
+    "ko": "PiLoRA는 탐색 단계에서 랭크 r LoRA를 학습하며 모든 출력 뉴런의 점수를 매기고, 중요한 뉴런에는 랭크 r, 나머지에는 랭크 r'을 할당합니다. 표준 LoRA 어댑터로 저장되므로 lora 방식으로 불러오세요. GPU 하나 또는 여러 개(DDP)에서 실행되며, DeepSpeed와 양자화는 사용할 수 없습니다.",
+    "ja": "PiLoRA は探索フェーズでランク r の LoRA を学習しながら各出力ニューロンを評価し、重要なニューロンにランク r、それ以外にランク r' を割り当てます。標準の LoRA アダプターとして保存されるので、lora 手法で読み込んでください。GPU 1 枚または複数（DDP）で動作し、DeepSpeed と量子化は使用できません。",
 }
 # Config field -> {lang: {"label": ..., "info": ...}}: short labels and translations of the help.
 _LABELS: dict[str, dict[str, dict[str, str]]] = {
+    "max_consecutive_nonfinite_steps": {
+        "en": {
+            "label": "Stop after N skipped steps",
+            "info": "Steps with NaN/Inf gradients are skipped; this many in a row stop the run.",
+        },
+        "ru": {
+            "label": "Остановка после N пропусков",
+            "info": "Шаги с NaN/Inf в градиентах пропускаются; столько подряд останавливают обучение.",
+        },
+        "zh": {"label": "连续跳过 N 步后停止", "info": "梯度含 NaN/Inf 的步会被跳过；连续这么多步则停止训练。"},
+        "ko": {
+            "label": "N번 건너뛰면 중지",
+            "info": "NaN/Inf 기울기가 있는 스텝은 건너뜁니다. 연속으로 이만큼이면 학습을 중지합니다.",
+        },
+        "ja": {
+            "label": "N 回スキップで停止",
+            "info": "勾配に NaN/Inf があるステップはスキップされ、連続でこの回数に達すると学習を停止します。",
+        },
+    },
     "rank": {
         "en": {"label": "Rank r", "info": "Rank of the probe LoRA and of the important neurons' LoRA. Paper: 32."},
         "ru": {"label": "Ранг r", "info": "Ранг LoRA этапа зондирования и LoRA важных нейронов. В статье: 32."},
@@ -244,18 +275,11 @@ _LABELS: dict[str, dict[str, dict[str, str]]] = {
 # Alert key -> {lang: message}, shown instead of starting a PiLoRA run it cannot do.
 _ALERTS: dict[str, dict[str, str]] = {
     "err_pilora_deepspeed": {
-        "en": "PiLoRA runs on one device without DeepSpeed: set the DeepSpeed stage to none.",
-        "ru": "PiLoRA работает на одном устройстве без DeepSpeed: установите стадию DeepSpeed в none.",
-        "zh": "PiLoRA 只在单设备上运行且不使用 DeepSpeed：请将 DeepSpeed stage 设为 none。",
-        "ko": "PiLoRA는 DeepSpeed 없이 단일 장치에서 실행됩니다: DeepSpeed stage를 none으로 설정하세요.",
-        "ja": "PiLoRA は DeepSpeed なしの 1 デバイスで動作します。DeepSpeed stage を none にしてください。",
-    },
-    "err_pilora_devices": {
-        "en": "PiLoRA trains on one device: start the web UI with CUDA_VISIBLE_DEVICES set to one GPU.",
-        "ru": "PiLoRA обучается на одном устройстве: запустите веб-интерфейс с CUDA_VISIBLE_DEVICES на одну GPU.",
-        "zh": "PiLoRA 只支持单设备训练：请设置 CUDA_VISIBLE_DEVICES 为一张 GPU 后再启动 Web UI。",
-        "ko": "PiLoRA는 단일 장치에서 학습합니다: CUDA_VISIBLE_DEVICES를 GPU 하나로 설정하고 웹 UI를 시작하세요.",
-        "ja": "PiLoRA は 1 デバイスで学習します。CUDA_VISIBLE_DEVICES を 1 枚の GPU にして Web UI を起動してください。",
+        "en": "PiLoRA runs without DeepSpeed (several GPUs use DDP): set the DeepSpeed stage to none.",
+        "ru": "PiLoRA работает без DeepSpeed (несколько GPU используют DDP): установите стадию DeepSpeed в none.",
+        "zh": "PiLoRA 不使用 DeepSpeed（多卡时使用 DDP）：请将 DeepSpeed stage 设为 none。",
+        "ko": "PiLoRA는 DeepSpeed 없이 실행됩니다(여러 GPU는 DDP 사용): DeepSpeed stage를 none으로 설정하세요.",
+        "ja": "PiLoRA は DeepSpeed なしで動作します（複数 GPU では DDP）。DeepSpeed stage を none にしてください。",
     },
     "err_pilora_quantization": {
         "en": "PiLoRA does not support quantization: set the quantization bit to none.",
@@ -295,6 +319,8 @@ PILORA = Method(
     setup=_setup,
     prepare_trainer=_prepare_trainer,
     save_model=_save_model,
+    load_checkpoint=_load_checkpoint,
+    checkpoint_files=("pilora_state.safetensors",),
     docs_intro="Set `finetuning_type: pilora` and any of these (see [pilora.md](pilora.md)).",
     ui=WebUiGroup(
         title=_TITLE,
