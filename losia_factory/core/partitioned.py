@@ -9,7 +9,9 @@ module's forward and backward. LoSiA touches a backbone weight outside those mom
   an all-gather of the ranks' slices on every rank (:func:`full_values`);
 * the write-back of a trained block after every step (:func:`write_block`): every rank holds the full block, so
   each copies the entries that fall into its own slice of the flattened weight. No communication, and nothing is
-  gathered; a write-back through ``GatheredParameters(modifier_rank=...)`` would move the whole weight twice.
+  gathered; a write-back through ``GatheredParameters(modifier_rank=...)`` would move the whole weight twice;
+* the saved model (:func:`gathered_state_dict`), in place of DeepSpeed's consolidated 16-bit state dict, which lists
+  the blocks under their own names and, on CPU (gloo), can read a gathered weight before its all-gather completed.
 
 Everything here is the identity for ordinary tensors, so callers need no branch of their own.
 """
@@ -71,6 +73,36 @@ def full_values(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         values[i] = flat[: param.ds_numel].view(param.ds_shape)
         offset += size
     return values
+
+
+@torch.no_grad()
+def gathered_state_dict(module: torch.nn.Module, keep: bool) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` with the whole value of every ZeRO-3 parameter, on CPU: what a saved model holds.
+
+    The keys are the module's own (its ``state_dict`` hooks apply, so LoSiA's blocks stay out). A collective: every
+    rank calls it, and each partitioned tensor is gathered on its own (:func:`full_values`), so no more than one
+    whole weight is in flight at a time. Ranks that do not save pass ``keep=False``: they take part in the gathers
+    and return an empty dict. A parameter listed under two names (tied weights) is gathered once and kept as one
+    tensor under both.
+
+    DeepSpeed's own ``_zero3_consolidated_16bit_state_dict`` is not used: it walks ``named_parameters`` and so
+    saves the blocks as ``*.losia_block``, and it gathers a module's parameters with several asynchronous
+    all-gathers of which it waits for the last only, which on CPU (gloo, whose work runs on several threads) lets a
+    rank copy a not yet filled buffer back into its slice of the weight.
+    """
+    state: dict[str, torch.Tensor] = {}
+    seen: dict[int, str] = {}  # id of a tensor -> the first name it was stored under
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        first = seen.setdefault(id(tensor), name)
+        if first != name:  # the same decision on every rank, so the gathers stay paired
+            if keep:
+                state[name] = state[first]
+            continue
+        value = full_values([tensor])[0]
+        if keep:
+            # A partitioned tensor's value is a view into the gathered buffer (padding included): store it alone.
+            state[name] = value.to("cpu", copy=True) if is_partitioned(tensor) else value.detach().cpu()
+    return state
 
 
 def _is_available(param: torch.Tensor) -> bool:

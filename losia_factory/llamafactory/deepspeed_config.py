@@ -58,13 +58,6 @@ def deepspeed_problems(training_args: Any) -> list[str]:
             "DeepSpeed without ZeRO (stage 0) is not tested with finetuning_type: losia. Use ZeRO stage 1 or 2 "
             "(recipes/deepspeed/ds_z2_config.json), or DDP: remove `deepspeed:` and launch with FORCE_TORCHRUN=1."
         )
-    if stage == 3:
-        problems.append(
-            "DeepSpeed ZeRO stage 3 partitions the backbone weights, which finetuning_type: losia writes the trained "
-            "subnets into after every step; LoSiA's engine supports that, but through llamafactory-cli a weight's "
-            "partition was found corrupted in some test runs, so it stays off (docs/distributed.md). Use ZeRO stage 1 "
-            "or 2 (recipes/deepspeed/ds_z2_config.json)."
-        )
     for key in ("zero_optimization.offload_optimizer", "zero_optimization.offload_param"):
         section = config.get_value(key)
         if isinstance(section, dict) and section.get("device", "none") not in (None, "none"):

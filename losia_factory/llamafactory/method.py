@@ -76,6 +76,9 @@ class Method:
             returns True, has set ``trainer.lr_scheduler`` itself. Called for every run, whatever the method:
             it recognizes its own runs by their model or optimizer.
         save_model: ``(trainer, output_dir) -> bool``: saves the model itself and returns True for its own runs.
+        gather_state_dict: ``(trainer) -> state_dict | None``: for its own runs whose weights an engine partitions
+            (DeepSpeed ZeRO-3), the whole model to save, gathered collectively on every rank (an empty dict on the
+            ranks that do not save); None for other runs, which the Trainer gathers as usual.
         load_checkpoint: ``(trainer, checkpoint_dir) -> bool``: restores its model from a checkpoint in place of the
             Trainer's weight loading and returns True for its own runs.
         checkpoint_files: Files every complete checkpoint of its runs holds; a resume from a checkpoint without
@@ -99,6 +102,7 @@ class Method:
     create_optimizer: Callable[[Any, Any, Any], Any] | None = None
     prepare_trainer: Callable[[Any, int, Any], bool] | None = None
     save_model: Callable[[Any, str], bool] | None = None
+    gather_state_dict: Callable[[Any], dict[str, Any] | None] | None = None
     load_checkpoint: Callable[[Any, str], bool] | None = None
     checkpoint_files: tuple[str, ...] = ()
 

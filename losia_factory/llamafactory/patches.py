@@ -50,6 +50,11 @@ PATCHED_SYMBOLS = (
     ),
     (
         "transformers.trainer",
+        "Trainer.save_model",
+        "LoSiA under ZeRO-3: gathers the model itself (base tensor names, one all-gather per tensor)",
+    ),
+    (
+        "transformers.trainer",
         "Trainer._load_from_checkpoint",
         "PiLoRA model: resumes stage, masks, hit counts and adapter values from pilora_state.safetensors",
     ),
@@ -175,6 +180,7 @@ def patch_trainer_utils(module: ModuleType) -> None:
         module.create_custom_optimizer = create_custom_optimizer
     _patch_trainer_create_scheduler()
     _patch_trainer_save()
+    _patch_trainer_save_model()
     _patch_trainer_load_checkpoint()
 
 
@@ -218,6 +224,32 @@ def _patch_trainer_save() -> None:
         return original_save(self, output_dir, state_dict)
 
     trainer_cls._save = _save
+
+
+def _patch_trainer_save_model() -> None:
+    import transformers.trainer
+
+    from .methods import REGISTERED
+
+    trainer_cls = _require(transformers.trainer, "Trainer")
+    original = _require(transformers.trainer, "Trainer.save_model")
+    if not _once(transformers.trainer, "Trainer.save_model"):
+        return
+
+    @functools.wraps(original)
+    def save_model(self, output_dir=None, _internal_call=False):
+        # Every rank gets here (the Trainer gathers partitioned weights collectively); only the saving one writes.
+        for method in REGISTERED:
+            state_dict = None if method.gather_state_dict is None else method.gather_state_dict(self)
+            if state_dict is not None:
+                if self.args.should_save:
+                    self._save(output_dir if output_dir is not None else self.args.output_dir, state_dict=state_dict)
+                if self.args.push_to_hub and not _internal_call:
+                    self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+                return None
+        return original(self, output_dir, _internal_call)
+
+    trainer_cls.save_model = save_model
 
 
 def _patch_trainer_load_checkpoint() -> None:

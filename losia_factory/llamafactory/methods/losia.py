@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ...core import LosiaConfig, LosiaConfigError, create_losia_optimizer, prepare_losia
+from ...core import LosiaConfig, LosiaConfigError, create_losia_optimizer, find_attachment, prepare_losia
+from ...core.partitioned import gathered_state_dict, is_partitioned
 from ..arguments import argument_error
 from ..checks import optim_name
 from ..deepspeed_config import deepspeed_problems, write_zero_config
@@ -146,6 +147,14 @@ def _prepare_trainer(trainer: Any, num_training_steps: int, optimizer: Any) -> b
     trainer._created_lr_scheduler = True
     add_callback_first(trainer, LosiaCallback)
     return True
+
+
+def _gather_state_dict(trainer: Any) -> dict[str, Any] | None:
+    """A LoSiA model under ZeRO-3, gathered for saving: base tensor names only, no block (see gathered_state_dict)."""
+    model = trainer.model
+    if find_attachment(model) is None or not any(is_partitioned(p) for p in model.parameters()):
+        return None
+    return gathered_state_dict(model, keep=trainer.args.should_save)
 
 
 # -- web UI -------------------------------------------------------------------------------------------------------
@@ -389,6 +398,7 @@ LOSIA = Method(
     setup=_setup,
     create_optimizer=_create_optimizer,
     prepare_trainer=_prepare_trainer,
+    gather_state_dict=_gather_state_dict,
     checkpoint_files=("losia_config.json",),
     docs_intro="Set `finetuning_type: losia` and any of these in a LLaMA-Factory YAML (or `--name value` on the "
     "command line).",
