@@ -1,4 +1,4 @@
-"""DeepSpeed ZeRO-1/2 configs that LoSiA runs with (the files in recipes/deepspeed/ and the web UI's)."""
+"""DeepSpeed ZeRO-1/2/3 configs that LoSiA runs with (the files in recipes/deepspeed/ and the web UI's)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,30 @@ from typing import Any
 from ..fileio import write_json_atomic
 
 CONFIG_NAME = "ds_z{stage}_losia_config.json"
+_COMMON: dict[str, Any] = {
+    "train_batch_size": "auto",
+    "train_micro_batch_size_per_gpu": "auto",
+    "gradient_accumulation_steps": "auto",
+    "gradient_clipping": "auto",
+    "zero_allow_untested_optimizer": True,
+    "bf16": {"enabled": "auto"},
+    "fp16": {"enabled": False},
+}
 
 
 def zero_config(stage: int) -> dict[str, Any]:
-    """A DeepSpeed config for ZeRO stage 1 or 2 whose "auto" values the Trainer fills in.
+    """A DeepSpeed config for ZeRO stage 1, 2 or 3 whose "auto" values the Trainer fills in.
 
     No ``optimizer`` or ``scheduler`` section (the Trainer hands LoSiA's to DeepSpeed) and ``round_robin_gradients``
     off: DeepSpeed <= 0.18 reorders its flat buffers for it without updating the fp32 accessors LoSiA relies on.
+    Stage 3 saves the gathered 16-bit weights, so the output is a full model under the base model's tensor names.
     """
-    if stage not in (1, 2):
-        raise ValueError(f"LoSiA runs with DeepSpeed ZeRO stage 1 or 2, not {stage}.")
+    if stage not in (1, 2, 3):
+        raise ValueError(f"LoSiA runs with DeepSpeed ZeRO stage 1, 2 or 3, not {stage}.")
+    if stage == 3:
+        return {**_COMMON, "zero_optimization": dict(ZERO3_SECTION)}
     return {
-        "train_batch_size": "auto",
-        "train_micro_batch_size_per_gpu": "auto",
-        "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto",
-        "zero_allow_untested_optimizer": True,
-        "bf16": {"enabled": "auto"},
-        "fp16": {"enabled": False},
+        **_COMMON,
         "zero_optimization": {
             "stage": stage,
             "allgather_partitions": True,
@@ -39,6 +45,21 @@ def zero_config(stage: int) -> dict[str, Any]:
     }
 
 
+# The stage-3 section of recipes/deepspeed/ds_z3_config.json. Prefetching and persistence keep their defaults;
+# LoSiA needs no particular value of them.
+ZERO3_SECTION: dict[str, Any] = {
+    "stage": 3,
+    "overlap_comm": False,
+    "contiguous_gradients": True,
+    "reduce_bucket_size": "auto",
+    "stage3_prefetch_bucket_size": "auto",
+    "stage3_param_persistence_threshold": "auto",
+    "stage3_max_live_parameters": 1_000_000_000,
+    "stage3_max_reuse_distance": 1_000_000_000,
+    "stage3_gather_16bit_weights_on_model_save": True,
+}
+
+
 def write_zero_config(folder: str, stage: int) -> str:
     """Write :func:`zero_config` as ``ds_z{stage}_losia_config.json`` in ``folder``; returns the path."""
     path = os.path.join(folder, CONFIG_NAME.format(stage=stage))
@@ -47,7 +68,7 @@ def write_zero_config(folder: str, stage: int) -> str:
 
 
 def deepspeed_problems(training_args: Any) -> list[str]:
-    """What in the DeepSpeed config LoSiA cannot run with (ZeRO-1/2 with the Trainer's optimizer is supported)."""
+    """What in the DeepSpeed config LoSiA cannot run with (ZeRO-1/2/3 with the Trainer's optimizer is supported)."""
     config = getattr(training_args, "hf_deepspeed_config", None)
     if config is None:
         return []
@@ -55,9 +76,11 @@ def deepspeed_problems(training_args: Any) -> list[str]:
     stage = config.get_value("zero_optimization.stage", 0)
     if stage == 0:
         problems.append(
-            "DeepSpeed without ZeRO (stage 0) is not tested with finetuning_type: losia. Use ZeRO stage 1 or 2 "
+            "DeepSpeed without ZeRO (stage 0) is not tested with finetuning_type: losia. Use ZeRO stage 1, 2 or 3 "
             "(recipes/deepspeed/ds_z2_config.json), or DDP: remove `deepspeed:` and launch with FORCE_TORCHRUN=1."
         )
+    if stage == 3:
+        problems += _zero3_problems(config)
     for key in ("zero_optimization.offload_optimizer", "zero_optimization.offload_param"):
         section = config.get_value(key)
         if isinstance(section, dict) and section.get("device", "none") not in (None, "none"):
@@ -81,5 +104,24 @@ def deepspeed_problems(training_args: Any) -> list[str]:
         problems.append(
             "DeepSpeed elastic or universal checkpoints do not carry LoSiA's state (subnet indices, importance). "
             "Remove zero_optimization.elastic_checkpoint / checkpoint.load_universal."
+        )
+    return problems
+
+
+def _zero3_problems(config: Any) -> list[str]:
+    """Stage-3 features that change where a weight's slice lives, which LoSiA's block write-back relies on."""
+    problems = []
+    hpz = config.get_value("zero_optimization.zero_hpz_partition_size", 1)
+    if hpz not in (None, 1):
+        problems.append(
+            "DeepSpeed ZeRO++ hierarchical partitioning (zero_hpz_partition_size > 1) keeps secondary weight copies "
+            "that LoSiA's write-back does not update. Remove zero_hpz_partition_size."
+        )
+    if config.is_true("zero_optimization.zero_quantized_weights") or config.is_true(
+        "zero_optimization.zero_quantized_nontrainable_weights"
+    ):
+        problems.append(
+            "DeepSpeed ZeRO++ quantized weights change the stored weight values LoSiA writes its subnets into. Remove "
+            "zero_quantized_weights / zero_quantized_nontrainable_weights."
         )
     return problems

@@ -40,8 +40,7 @@ def _worker(rank: int, port: int, pro: bool, stage: int, bind: bool, out: str, r
             "zero_optimization": {"stage": stage, "overlap_comm": False, "round_robin_gradients": round_robin},
         }
         if stage == 3:
-            # Partition every parameter, blocks included: the CLI test keeps DeepSpeed's default, where small blocks
-            # stay gathered (persistent) and only the backbone is split.
+            # Partition every parameter, blocks included (DeepSpeed's default keeps small ones whole on every rank).
             config["zero_optimization"] = {"stage": 3, "overlap_comm": False, "stage3_param_persistence_threshold": 0}
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=config)
         try:
@@ -59,13 +58,16 @@ def _worker(rank: int, port: int, pro: bool, stage: int, bind: bool, out: str, r
                 engine.step()  # steps the optimizer on the last micro-batch only
             if bound:
                 opt.finish_step()
-        from losia_factory.core.partitioned import full_values
+        from losia_factory.core.partitioned import full_values, gathered_state_dict
 
         weights = [w.clone() for w in full_values([model.get_submodule(t.name).weight for t in opt.targets])]
+        saved = gathered_state_dict(model, keep=rank == 0) if stage == 3 else None
         torch.save(
             {
                 "bound": bound,
                 "weights": weights,
+                "saved": saved,
+                "targets": [f"{t.name}.weight" for t in opt.targets],
                 "indices": [(t.out_idx.clone(), None if t.in_idx is None else t.in_idx.clone()) for t in opt.targets],
             },
             f"{out}.{rank}",
@@ -92,6 +94,13 @@ def test_zero_equals_one_process_on_the_global_batch(tmp_path, stage, pro):
         diff = max((a - b).abs().max().item() for a, b in zip(r["weights"], weights))
         print(f"ZeRO-{stage} {'pro' if pro else 'plain'}: max |W_zero - W_single| = {diff:.3g}")
         assert diff < 1e-5, diff
+    if stage == 3:
+        # The model LoSiA saves under ZeRO-3: the base tensor names, whole values, gathered on the saving rank only.
+        names = list(build(pro, steps=STEPS)[0].state_dict())
+        saved = ranks[0]["saved"]
+        assert list(saved) == names and not any("losia" in name for name in names)
+        assert ranks[1]["saved"] == {}
+        assert all(torch.equal(saved[name], w) for name, w in zip(ranks[0]["targets"], ranks[0]["weights"]))
 
 
 @pytest.mark.slow

@@ -142,7 +142,7 @@ DISTRIBUTED_LR = 1e-3
 
 def distributed_config(assets, out: Path, launch: str, pro: bool, **overrides) -> dict:
     """Global batch 8: 1 process x 4 x accumulation 2 ("single"), or 2 processes x 2 x accumulation 2 ("ddp",
-    "zero2"). T=2 with 3 groups, 8 steps: four reselections; checkpoint-3 falls inside a measuring window."""
+    "zero2", "zero3"). T=2 with 3 groups, 8 steps: four reselections; checkpoint-3 falls inside a measuring window."""
     settings = dict(
         max_steps=8,
         save_steps=3,
@@ -157,8 +157,24 @@ def distributed_config(assets, out: Path, launch: str, pro: bool, **overrides) -
         settings.update(per_device_train_batch_size=2, ddp_backend="gloo")
     if launch == "zero2":
         settings["deepspeed"] = str(RECIPES / "ds_z2_config.json")
+    if launch == "zero3":
+        settings["deepspeed"] = str(zero3_cpu_config(out.parent))
     settings.update(overrides)
     return train_config(assets, out, **settings)
+
+
+def zero3_cpu_config(folder: Path) -> Path:
+    """recipes/deepspeed/ds_z3_config.json with every parameter partitioned, written into ``folder``.
+
+    Persistent (never partitioned) small parameters are re-gathered by DeepSpeed after each checkpoint with several
+    asynchronous all-gathers of which it waits for the last only; over gloo the others may still be running. A
+    threshold of 0 keeps CPU runs clear of that, and makes every LoSiA block and norm weight a partitioned one.
+    """
+    config = json.loads((RECIPES / "ds_z3_config.json").read_text())
+    config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    path = folder / "ds_z3_cpu_config.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
 
 
 def train_distributed(assets, root: Path, launch: str, pro: bool, **overrides) -> Path:

@@ -131,7 +131,8 @@ def test_fp16_is_refused(assets, tmp_path, monkeypatch):
 def _zero(**changes) -> dict:
     from losia_factory.llamafactory.deepspeed_config import zero_config
 
-    config = zero_config(2)
+    # The shipped stage-3 config, unless the row changes the stage itself (of the stage-2 file, as a user would).
+    config = zero_config(2 if "zero_optimization.stage" in changes else 3)
     for key, value in changes.items():
         section, _, name = key.rpartition(".")
         (config[section] if section else config)[name] = value
@@ -141,7 +142,9 @@ def _zero(**changes) -> dict:
 @pytest.mark.parametrize(
     "changes,needle",
     [
-        ({"zero_optimization.stage": 3}, "ZeRO stage 3 partitions the backbone weights"),
+        ({"zero_optimization.zero_hpz_partition_size": 2}, "hierarchical partitioning"),
+        ({"zero_optimization.zero_quantized_weights": True}, "quantized weights"),
+        ({"zero_optimization.offload_param": {"device": "cpu"}}, "offload_param is not supported"),
         ({"zero_optimization.stage": 0}, "DeepSpeed without ZeRO"),
         ({"zero_optimization.offload_optimizer": {"device": "cpu"}}, "offload_optimizer is not supported"),
         ({"optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}, "defines an optimizer"),
@@ -159,7 +162,7 @@ def test_deepspeed_settings_losia_cannot_run_are_refused(assets, tmp_path, chang
         parse(assets, tmp_path, deepspeed=str(path), ddp_backend="gloo")
 
 
-@pytest.mark.parametrize("stage", [1, 2])
+@pytest.mark.parametrize("stage", [1, 2, 3])
 def test_shipped_zero_configs_are_accepted_and_match_the_generator(assets, tmp_path, stage):
     import json
     from pathlib import Path
@@ -177,9 +180,10 @@ def test_shipped_zero_configs_are_accepted_and_match_the_generator(assets, tmp_p
     training_args.deepspeed = str(recipe)
     training_args.hf_deepspeed_config = HfTrainerDeepSpeedConfig(str(recipe))
     check_train_args(model_args, data_args, training_args, finetuning_args)
-    bad = HfTrainerDeepSpeedConfig({**zero_config(stage), "zero_optimization": {"stage": 3}})
+    hierarchical = {"stage": 3, "zero_hpz_partition_size": 2}
+    bad = HfTrainerDeepSpeedConfig({**zero_config(stage), "zero_optimization": hierarchical})
     training_args.hf_deepspeed_config = bad
-    with pytest.raises(ValueError, match="ZeRO stage 3"):
+    with pytest.raises(ValueError, match="zero_hpz_partition_size"):
         check_train_args(model_args, data_args, training_args, finetuning_args)
 
 

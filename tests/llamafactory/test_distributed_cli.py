@@ -1,4 +1,5 @@
-"""llamafactory-cli train on 2 processes (DDP over gloo, DeepSpeed ZeRO-2) equals 1 process with the same global batch.
+"""llamafactory-cli train on 2 processes (DDP over gloo, DeepSpeed ZeRO-2 and ZeRO-3) equals 1 process with the same
+global batch.
 
 Global batch 8 in every run: 1 process x 4 x accumulation 2, or 2 processes x 2 x accumulation 2. T=2 with 3 groups,
 8 steps: four reselections; checkpoint-3 falls inside a measuring window (importance buffers in the checkpoint).
@@ -32,17 +33,21 @@ def runs(assets, tmp_path_factory, losia_references) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("distributed")
     found = dict(losia_references)  # single and ddp, shared with the kill tests
     for pro in (True, False):
-        found[f"zero2-{'pro' if pro else 'plain'}"] = train_distributed(assets, root, "zero2", pro)
+        for launch in ("zero2", "zero3"):
+            found[f"{launch}-{'pro' if pro else 'plain'}"] = train_distributed(assets, root, launch, pro)
     for launch in ("single", "zero2"):  # bf16 autocast (CPU): DeepSpeed's bf16 path with its fp32 masters
         found[f"{launch}-bf16"] = train_distributed(assets, root, launch, True, bf16=True, use_cpu=True)
-    # DDP resume is tested by killing a real run (test_kill_resume_cli.py); ZeRO-2 from a copied checkpoint.
-    checkpoint = root / "zero2-checkpoint-3"
-    shutil.copytree(found["zero2-pro"] / "checkpoint-3", checkpoint)
-    found["zero2-resumed"] = train_distributed(assets, root, "zero2", True, resume_from_checkpoint=str(checkpoint))
+    # DDP resume is tested by killing a real run (test_kill_resume_cli.py); ZeRO from a copied checkpoint.
+    for launch in ("zero2", "zero3"):
+        checkpoint = root / f"{launch}-checkpoint-3"
+        shutil.copytree(found[f"{launch}-pro"] / "checkpoint-3", checkpoint)
+        found[f"{launch}-resumed"] = train_distributed(
+            assets, root, launch, True, resume_from_checkpoint=str(checkpoint)
+        )
     return found
 
 
-@pytest.mark.parametrize("launch", ["ddp", "zero2"])
+@pytest.mark.parametrize("launch", ["ddp", "zero2", "zero3"])
 @pytest.mark.parametrize("path", ["pro", "plain"])
 def test_two_processes_equal_one_process(runs, launch, path):
     single, multi = runs[f"single-{path}"], runs[f"{launch}-{path}"]
@@ -53,14 +58,42 @@ def test_two_processes_equal_one_process(runs, launch, path):
     assert max_diff(weights(single), weights(single / "checkpoint-3")) > 10 * TOLERANCE
 
 
-def test_zero2_checkpoint_is_a_deepspeed_checkpoint(runs):
-    checkpoint = runs["zero2-pro"] / "checkpoint-3"
+@pytest.mark.parametrize("launch", ["zero2", "zero3"])
+def test_zero_checkpoint_is_a_deepspeed_checkpoint(runs, launch):
+    checkpoint = runs[f"{launch}-pro"] / "checkpoint-3"
     assert (checkpoint / "global_step3").is_dir() and not (checkpoint / "optimizer.pt").exists()
 
 
-def test_zero2_resume_equals_uninterrupted(runs):
-    diff = max_diff(weights(runs["zero2-pro"]), weights(runs["zero2-resumed"]))
-    print(f"zero2 resume: max |W_resumed - W_uninterrupted| = {diff:.3g}")
+def test_zero3_partitions_the_backbone_and_saves_the_base_tensor_names(runs):
+    """Each rank's ZeRO-3 checkpoint holds half of every backbone weight, equal to the gathered model saved beside it
+    (the trained block entries live in the partitions); the saved model has the base tensor names only."""
+    import torch
+
+    for path in ("pro", "plain"):
+        for step in (3, 6):
+            folder = runs[f"zero3-{path}"] / f"checkpoint-{step}"
+            states = [
+                torch.load(
+                    folder / f"global_step{step}" / f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt",
+                    weights_only=False,
+                )
+                for rank in range(2)
+            ]
+            saved = weights(folder)
+            frozen = states[0]["frozen_param_fragments"]
+            assert {f"model.layers.{i}.mlp.down_proj.weight" for i in range(2)} <= set(frozen)
+            for name in frozen:
+                halves = [state["frozen_param_fragments"][name].reshape(-1) for state in states]
+                full = saved[name].reshape(-1)
+                assert halves[0].numel() == -(-full.numel() // 2)
+                assert torch.equal(torch.cat(halves)[: full.numel()], full), (path, step, name)
+    assert sorted(weights(runs["zero3-pro"])) == sorted(weights(runs["single-pro"]))
+
+
+@pytest.mark.parametrize("launch", ["zero2", "zero3"])
+def test_zero_resume_equals_uninterrupted(runs, launch):
+    diff = max_diff(weights(runs[f"{launch}-pro"]), weights(runs[f"{launch}-resumed"]))
+    print(f"{launch} resume: max |W_resumed - W_uninterrupted| = {diff:.3g}")
     assert diff == 0.0
 
 

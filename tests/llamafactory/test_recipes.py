@@ -55,6 +55,24 @@ def test_multi_gpu_math_recipe_keeps_the_global_batch():
     assert global_batch(four, gpus) == global_batch(one, 1) == 4
 
 
+def test_70b_zero3_recipe_is_the_math_recipe_on_a_partitioned_70b():
+    root = Path(__file__).resolve().parents[2] / "recipes"
+    seven = yaml.safe_load((root / "losia_llama2_7b_math.yaml").read_text())
+    big = yaml.safe_load((root / "losia_llama2_70b_math_zero3.yaml").read_text())
+    # What differs, each for a stated reason in the recipe's header and comments.
+    differs = {
+        "model_name_or_path",
+        "output_dir",
+        "per_device_train_batch_size",
+        "deepspeed",
+        "gradient_checkpointing",
+        "losia_importance_dtype",
+    }
+    assert {k: v for k, v in seven.items() if k not in differs} == {k: v for k, v in big.items() if k not in differs}
+    assert big["deepspeed"] == "recipes/deepspeed/ds_z3_config.json"
+    assert big["model_name_or_path"] == "meta-llama/Llama-2-70b-hf"
+
+
 def test_math_recipe_has_the_paper_settings():
     config = yaml.safe_load(
         (Path(__file__).resolve().parents[2] / "recipes" / "losia_llama2_7b_math.yaml").read_text()

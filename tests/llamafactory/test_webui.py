@@ -140,19 +140,16 @@ def test_runner_builds_losia_arguments_the_parser_accepts(engine, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "setting,value,alert",
+    "settings,alert",
     [
-        ("train__compute_type", "fp16", "err_losia_fp16"),
-        ("train__ds_stage", "3", "err_losia_zero3"),
-        ("top__booster", "unsloth", "err_losia_unsloth"),
+        ({"train__compute_type": "fp16"}, "err_losia_fp16"),
+        ({"train__ds_stage": "3", "train__ds_offload": True}, "err_losia_offload"),
+        ({"top__booster": "unsloth"}, "err_losia_unsloth"),
     ],
 )
-def test_runner_explains_unsupported_settings(engine, setting, value, alert):
-    """The alert replaces the run; stage 2 is not among them (see the ZeRO-2 test below)."""
-    data = method_values(
-        engine,
-        **{setting: value},
-    )
+def test_runner_explains_unsupported_settings(engine, settings, alert):
+    """The alert replaces the run; stages 2 and 3 are not among them (see the ZeRO test below)."""
+    data = method_values(engine, **settings)
     assert engine.runner._initialize(data, do_train=True, from_preview=True) == ALERTS[alert]["en"]
 
 
@@ -349,7 +346,8 @@ def test_browser_train_preview_start_chat_export(webui, assets, tmp_path):
     assert sorted(trained) == sorted(exported) and all((trained[k] == exported[k]).all() for k in trained)
 
 
-def test_deepspeed_stage_2_gets_a_losia_safe_config(engine, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stage", ["2", "3"])
+def test_deepspeed_stages_get_a_losia_safe_config(engine, tmp_path, monkeypatch, stage):
     import json
 
     from losia_factory.llamafactory.deepspeed_config import zero_config
@@ -357,12 +355,12 @@ def test_deepspeed_stage_2_gets_a_losia_safe_config(engine, tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)  # the runner writes into LLaMA-Factory's cache folder, relative to the cwd
     data = method_values(
         engine,
-        train__ds_stage="2",
+        train__ds_stage=stage,
     )
     assert engine.runner._initialize(data, do_train=True, from_preview=True) == ""
     args = engine.runner._parse_train_args(data)
-    assert args["deepspeed"].endswith("ds_z2_losia_config.json")
-    assert json.loads((tmp_path / args["deepspeed"]).read_text()) == zero_config(2)
+    assert args["deepspeed"].endswith(f"ds_z{stage}_losia_config.json")
+    assert json.loads((tmp_path / args["deepspeed"]).read_text()) == zero_config(int(stage))
 
 
 # -- PiLoRA ---------------------------------------------------------------------------------------------------------
