@@ -61,7 +61,13 @@ def _worker(rank: int, port: int, pro: bool, stage: int, bind: bool, out: str, r
         from losia_factory.core.partitioned import full_values, gathered_state_dict
 
         weights = [w.clone() for w in full_values([model.get_submodule(t.name).weight for t in opt.targets])]
-        saved = gathered_state_dict(model, keep=rank == 0) if stage == 3 else None
+        saved = None
+        if stage == 3:
+            frozen = [p for p in model.parameters() if not p.requires_grad]
+            partitions = [p.ds_tensor.clone() for p in frozen]
+            for _ in range(20):  # a save leaves every rank's slices as they were (DeepSpeed's own did not, on gloo)
+                saved = gathered_state_dict(model, keep=rank == 0)
+            assert all(torch.equal(p.ds_tensor, before) for p, before in zip(frozen, partitions))
         torch.save(
             {
                 "bound": bound,
