@@ -60,8 +60,11 @@ def full_values(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     dtype = params[0].ds_tensor.dtype
     if any(p.ds_tensor.dtype != dtype or p.ds_process_group is not group for p in params):
         raise ValueError("full_values() needs partitioned tensors of one dtype and one process group.")
-    local = torch.cat([p.ds_tensor.detach().reshape(-1) for p in params])
-    gathered = torch.empty(world * local.numel(), dtype=dtype, device=local.device)
+    # The parameter's own device is the one it computes and communicates on; its slice may sit elsewhere (offload_param
+    # keeps it in CPU memory).
+    device = params[0].device
+    local = torch.cat([p.ds_tensor.detach().reshape(-1).to(device) for p in params])
+    gathered = torch.empty(world * local.numel(), dtype=dtype, device=device)
     dist.all_gather_into_tensor(gathered, local, group=group)
     # Rank r's part of ``gathered`` is its slices of every tensor in turn; a tensor's slices, rank after rank, are its
     # flattened value followed by padding.

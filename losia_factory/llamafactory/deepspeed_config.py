@@ -7,7 +7,7 @@ from typing import Any
 
 from ..fileio import write_json_atomic
 
-CONFIG_NAME = "ds_z{stage}_losia_config.json"
+CONFIG_NAME = "ds_z{stage}_{offload}losia_config.json"
 _COMMON: dict[str, Any] = {
     "train_batch_size": "auto",
     "train_micro_batch_size_per_gpu": "auto",
@@ -19,20 +19,24 @@ _COMMON: dict[str, Any] = {
 }
 
 
-def zero_config(stage: int) -> dict[str, Any]:
+def zero_config(stage: int, offload: bool = False) -> dict[str, Any]:
     """A DeepSpeed config for ZeRO stage 1, 2 or 3 whose "auto" values the Trainer fills in.
 
     No ``optimizer`` or ``scheduler`` section (the Trainer hands LoSiA's to DeepSpeed) and ``round_robin_gradients``
     off: DeepSpeed <= 0.18 reorders its flat buffers for it without updating the fp32 accessors LoSiA relies on.
     Stage 3 saves the gathered 16-bit weights, so the output is a full model under the base model's tensor names.
+
+    Args:
+        stage: The ZeRO stage, 1, 2 or 3.
+        offload: Keep the optimizer's fp32 partitions (and under stage 3 the weight slices) in CPU memory, with
+            ``zero_force_ds_cpu_optimizer`` off so that DeepSpeed keeps LoSiA's optimizer.
     """
     if stage not in (1, 2, 3):
         raise ValueError(f"LoSiA runs with DeepSpeed ZeRO stage 1, 2 or 3, not {stage}.")
     if stage == 3:
-        return {**_COMMON, "zero_optimization": dict(ZERO3_SECTION)}
-    return {
-        **_COMMON,
-        "zero_optimization": {
+        section = dict(ZERO3_SECTION)
+    else:
+        section = {
             "stage": stage,
             "allgather_partitions": True,
             "allgather_bucket_size": 500_000_000,
@@ -41,8 +45,13 @@ def zero_config(stage: int) -> dict[str, Any]:
             "reduce_bucket_size": 500_000_000,
             "contiguous_gradients": True,
             "round_robin_gradients": False,
-        },
-    }
+        }
+    if not offload:
+        return {**_COMMON, "zero_optimization": section}
+    section["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if stage == 3:
+        section["offload_param"] = {"device": "cpu", "pin_memory": True}
+    return {**_COMMON, "zero_force_ds_cpu_optimizer": False, "zero_optimization": section}
 
 
 # The stage-3 section of recipes/deepspeed/ds_z3_config.json. Prefetching and persistence keep their defaults;
@@ -60,10 +69,10 @@ ZERO3_SECTION: dict[str, Any] = {
 }
 
 
-def write_zero_config(folder: str, stage: int) -> str:
-    """Write :func:`zero_config` as ``ds_z{stage}_losia_config.json`` in ``folder``; returns the path."""
-    path = os.path.join(folder, CONFIG_NAME.format(stage=stage))
-    write_json_atomic(path, zero_config(stage))
+def write_zero_config(folder: str, stage: int, offload: bool = False) -> str:
+    """Write :func:`zero_config` as ``ds_z{stage}_[offload_]losia_config.json`` in ``folder``; returns the path."""
+    path = os.path.join(folder, CONFIG_NAME.format(stage=stage, offload="offload_" if offload else ""))
+    write_json_atomic(path, zero_config(stage, offload))
     return path
 
 
@@ -81,13 +90,7 @@ def deepspeed_problems(training_args: Any) -> list[str]:
         )
     if stage == 3:
         problems += _zero3_problems(config)
-    for key in ("zero_optimization.offload_optimizer", "zero_optimization.offload_param"):
-        section = config.get_value(key)
-        if isinstance(section, dict) and section.get("device", "none") not in (None, "none"):
-            problems.append(
-                f"DeepSpeed {key.split('.')[-1]} is not supported with finetuning_type: losia (untested). Remove it: "
-                "LoSiA's optimizer states cover the subnets only, a few percent of full fine-tuning's."
-            )
+    problems += _offload_problems(config)
     for key, name in (("optimizer", "an optimizer"), ("scheduler", "a scheduler")):
         if config.get_value(key) is not None:
             problems.append(
@@ -104,6 +107,30 @@ def deepspeed_problems(training_args: Any) -> list[str]:
         problems.append(
             "DeepSpeed elastic or universal checkpoints do not carry LoSiA's state (subnet indices, importance). "
             "Remove zero_optimization.elastic_checkpoint / checkpoint.load_universal."
+        )
+    return problems
+
+
+def _offload_problems(config: Any) -> list[str]:
+    """Offload to CPU memory runs (the fp32 accessors and the slice write-back reach CPU tensors); NVMe does not."""
+    problems = []
+    devices = {}
+    for key in ("offload_optimizer", "offload_param"):
+        section = config.get_value(f"zero_optimization.{key}")
+        device = section.get("device", "none") if isinstance(section, dict) else "none"
+        devices[key] = "none" if device is None else device
+        if devices[key] not in ("none", "cpu"):
+            problems.append(
+                f'DeepSpeed {key} to "{device}" is not supported with finetuning_type: losia: LoSiA reads and writes '
+                'the swapped tensors between steps (subnet masters, weight slices). Use "device": "cpu" or remove '
+                f"{key}."
+            )
+    if devices["offload_optimizer"] != "none" and config.get_value("zero_force_ds_cpu_optimizer", True):
+        problems.append(
+            "DeepSpeed offload_optimizer with the default zero_force_ds_cpu_optimizer would replace LoSiA's optimizer "
+            'by DeepSpeedCPUAdam (no importance, no reselection). Add "zero_force_ds_cpu_optimizer": false to the '
+            "DeepSpeed config (recipes/deepspeed/ds_z3_offload_config.json): LoSiA's AdamW then steps the subnets' "
+            "fp32 partitions in CPU memory, a few percent of full fine-tuning's optimizer work."
         )
     return problems
 

@@ -17,7 +17,9 @@ from tests.toy_models import make_batches
 pytest.importorskip("deepspeed")
 
 
-def _worker(rank: int, port: int, pro: bool, stage: int, bind: bool, out: str, round_robin: bool = False) -> None:
+def _worker(
+    rank: int, port: int, pro: bool, stage: int, bind: bool, out: str, round_robin: bool = False, offload: bool = False
+) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -42,6 +44,11 @@ def _worker(rank: int, port: int, pro: bool, stage: int, bind: bool, out: str, r
         if stage == 3:
             # Partition every parameter, blocks included (DeepSpeed's default keeps small ones whole on every rank).
             config["zero_optimization"] = {"stage": 3, "overlap_comm": False, "stage3_param_persistence_threshold": 0}
+        if offload:  # fp32 partitions and weight slices in CPU memory, stepped by LoSiA's AdamW (not DeepSpeedCPUAdam)
+            config["zero_force_ds_cpu_optimizer"] = False
+            config["zero_optimization"]["offload_optimizer"] = {"device": "cpu"}
+            if stage == 3:
+                config["zero_optimization"]["offload_param"] = {"device": "cpu"}
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=config)
         try:
             bound = bind_deepspeed(opt) if bind else False
@@ -85,20 +92,21 @@ def _worker(rank: int, port: int, pro: bool, stage: int, bind: bool, out: str, r
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("stage", "pro"),
-    [(2, True), (2, False), (1, True), (3, True), (3, False)],
-    ids=["zero2-pro", "zero2-plain", "zero1", "zero3-pro", "zero3-plain"],
+    ("stage", "pro", "offload"),
+    [(2, True, False), (2, False, False), (1, True, False), (3, True, False), (3, False, False), (3, True, True)],
+    ids=["zero2-pro", "zero2-plain", "zero1", "zero3-pro", "zero3-plain", "zero3-offload"],
 )
-def test_zero_equals_one_process_on_the_global_batch(tmp_path, stage, pro):
+def test_zero_equals_one_process_on_the_global_batch(tmp_path, stage, pro, offload):
     out = str(tmp_path / "rank")
-    mp.spawn(_worker, args=(free_port(), pro, stage, True, out), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), pro, stage, True, out, False, offload), nprocs=WORLD, join=True)
     ranks = [torch.load(f"{out}.{r}", weights_only=True) for r in range(WORLD)]
     weights, indices = _single_process(pro)
     assert all(r["bound"] for r in ranks)
     for r in ranks:
         assert _same_indices(r["indices"], indices), "DeepSpeed chose other subnets than one process"
         diff = max((a - b).abs().max().item() for a, b in zip(r["weights"], weights))
-        print(f"ZeRO-{stage} {'pro' if pro else 'plain'}: max |W_zero - W_single| = {diff:.3g}")
+        name = f"ZeRO-{stage} {'pro' if pro else 'plain'}{' offload' if offload else ''}"
+        print(f"{name}: max |W_zero - W_single| = {diff:.3g}")
         assert diff < 1e-5, diff
     if stage == 3:
         # The model LoSiA saves under ZeRO-3: the base tensor names, whole values, gathered on the saving rank only.

@@ -144,9 +144,10 @@ def _zero(**changes) -> dict:
     [
         ({"zero_optimization.zero_hpz_partition_size": 2}, "hierarchical partitioning"),
         ({"zero_optimization.zero_quantized_weights": True}, "quantized weights"),
-        ({"zero_optimization.offload_param": {"device": "cpu"}}, "offload_param is not supported"),
+        ({"zero_optimization.offload_param": {"device": "nvme"}}, 'offload_param to "nvme" is not supported'),
+        ({"zero_optimization.offload_optimizer": {"device": "nvme"}}, 'offload_optimizer to "nvme" is not supported'),
         ({"zero_optimization.stage": 0}, "DeepSpeed without ZeRO"),
-        ({"zero_optimization.offload_optimizer": {"device": "cpu"}}, "offload_optimizer is not supported"),
+        ({"zero_optimization.offload_optimizer": {"device": "cpu"}}, '"zero_force_ds_cpu_optimizer": false'),
         ({"optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}, "defines an optimizer"),
         ({"scheduler": {"type": "WarmupLR"}}, "defines a scheduler"),
         ({"zero_optimization.round_robin_gradients": True}, '"round_robin_gradients": true reorders'),
@@ -162,8 +163,8 @@ def test_deepspeed_settings_losia_cannot_run_are_refused(assets, tmp_path, chang
         parse(assets, tmp_path, deepspeed=str(path), ddp_backend="gloo")
 
 
-@pytest.mark.parametrize("stage", [1, 2, 3])
-def test_shipped_zero_configs_are_accepted_and_match_the_generator(assets, tmp_path, stage):
+@pytest.mark.parametrize("stage,offload", [(1, False), (2, False), (3, False), (3, True)])
+def test_shipped_zero_configs_are_accepted_and_match_the_generator(assets, tmp_path, stage, offload):
     import json
     from pathlib import Path
 
@@ -172,8 +173,9 @@ def test_shipped_zero_configs_are_accepted_and_match_the_generator(assets, tmp_p
     from losia_factory.llamafactory.checks import check_train_args
     from losia_factory.llamafactory.deepspeed_config import zero_config
 
-    recipe = Path(__file__).resolve().parents[2] / "recipes" / "deepspeed" / f"ds_z{stage}_config.json"
-    assert json.loads(recipe.read_text()) == zero_config(stage)
+    name = f"ds_z{stage}_{'offload_' if offload else ''}config.json"
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "deepspeed" / name
+    assert json.loads(recipe.read_text()) == zero_config(stage, offload)
     # One process cannot parse a DeepSpeed run (LLaMA-Factory asks for FORCE_TORCHRUN): check our part on parsed
     # arguments; test_distributed_cli runs the ZeRO-2 file through llamafactory-cli on 2 processes.
     model_args, data_args, training_args, finetuning_args, _ = parse(assets, tmp_path)

@@ -143,7 +143,6 @@ def test_runner_builds_losia_arguments_the_parser_accepts(engine, tmp_path):
     "settings,alert",
     [
         ({"train__compute_type": "fp16"}, "err_losia_fp16"),
-        ({"train__ds_stage": "3", "train__ds_offload": True}, "err_losia_offload"),
         ({"top__booster": "unsloth"}, "err_losia_unsloth"),
     ],
 )
@@ -295,9 +294,9 @@ def test_browser_train_preview_start_chat_export(webui, assets, tmp_path):
         if os.environ.get("LOSIA_UPDATE_DOCS") == "1":
             shutil.copyfile(tmp_path / "webui_losia.png", ROOT / "docs" / "images" / "webui_losia.png")
 
-        # DeepSpeed stays available (stage 2); its offload is switched off for LoSiA.
+        # DeepSpeed and its offload stay available (LoSiA writes configs that keep its optimizer).
         assert not page.get_by_label("DeepSpeed stage", exact=True).first.is_disabled()
-        assert page.get_by_label("Enable offload", exact=True).first.is_disabled()
+        assert not page.get_by_label("Enable offload", exact=True).first.is_disabled()
 
         preview = _preview(page, playwright, "--losia_time_slot")
         assert "--finetuning_type losia" in preview and "--losia_time_slot 37" in preview, preview
@@ -346,8 +345,9 @@ def test_browser_train_preview_start_chat_export(webui, assets, tmp_path):
     assert sorted(trained) == sorted(exported) and all((trained[k] == exported[k]).all() for k in trained)
 
 
+@pytest.mark.parametrize("offload", [False, True])
 @pytest.mark.parametrize("stage", ["2", "3"])
-def test_deepspeed_stages_get_a_losia_safe_config(engine, tmp_path, monkeypatch, stage):
+def test_deepspeed_stages_get_a_losia_safe_config(engine, tmp_path, monkeypatch, stage, offload):
     import json
 
     from losia_factory.llamafactory.deepspeed_config import zero_config
@@ -356,11 +356,15 @@ def test_deepspeed_stages_get_a_losia_safe_config(engine, tmp_path, monkeypatch,
     data = method_values(
         engine,
         train__ds_stage=stage,
+        train__ds_offload=offload,
     )
     assert engine.runner._initialize(data, do_train=True, from_preview=True) == ""
     args = engine.runner._parse_train_args(data)
-    assert args["deepspeed"].endswith(f"ds_z{stage}_losia_config.json")
-    assert json.loads((tmp_path / args["deepspeed"]).read_text()) == zero_config(int(stage))
+    assert args["deepspeed"].endswith(f"ds_z{stage}_{'offload_' if offload else ''}losia_config.json")
+    written = json.loads((tmp_path / args["deepspeed"]).read_text())
+    assert written == zero_config(int(stage), offload)
+    assert ("offload_optimizer" in written["zero_optimization"]) == offload
+    assert written.get("zero_force_ds_cpu_optimizer", True) is not offload  # DeepSpeed keeps LoSiA's optimizer
 
 
 # -- PiLoRA ---------------------------------------------------------------------------------------------------------

@@ -165,19 +165,18 @@ def _ui_refusal(get: UiGetter, stage: str, device_count: int) -> str:
         return "err_losia_stage"
     if get("train.compute_type") == "fp16":
         return "err_losia_fp16"
-    if get("train.ds_stage") != "none" and get("train.ds_offload"):
-        return "err_losia_offload"
     if get("top.booster") == "unsloth":
         return "err_losia_unsloth"
     return ""
 
 
 def _use_losia_zero_config(args: dict[str, Any], get: UiGetter) -> None:
-    """LLaMA-Factory's generated ZeRO configs turn on round_robin_gradients, which LoSiA cannot use."""
+    """Our ZeRO config in place of LLaMA-Factory's, whose round_robin_gradients (and offload's optimizer swap) break LoSiA."""
     if args.get("deepspeed"):
         from llamafactory.webui.common import DEFAULT_CACHE_DIR
 
-        args["deepspeed"] = write_zero_config(DEFAULT_CACHE_DIR, int(get("train.ds_stage")))
+        stage, offload = int(get("train.ds_stage")), bool(get("train.ds_offload"))
+        args["deepspeed"] = write_zero_config(DEFAULT_CACHE_DIR, stage, offload)
 
 
 _TITLE = {
@@ -188,11 +187,11 @@ _TITLE = {
     "ja": "LoSiA 設定",
 }
 _NOTE = {
-    "en": "LoSiA trains one subnet of every linear layer and saves a full model. It runs on one GPU or several (DDP, DeepSpeed stage 2 or 3 without offload), unquantized, with bf16 or fp32 compute.",
-    "ru": "LoSiA обучает одну подсеть каждого линейного слоя и сохраняет полную модель. Работает на одной или нескольких GPU (DDP, DeepSpeed stage 2 или 3 без выгрузки), без квантования, с вычислениями в bf16 или fp32.",
-    "zh": "LoSiA 训练每个线性层中的一个子网络并保存完整模型。支持单卡或多卡（DDP、不卸载的 DeepSpeed stage 2 或 3），不量化，计算类型为 bf16 或 fp32。",
-    "ko": "LoSiA는 각 선형 계층의 서브네트워크 하나를 학습하고 전체 모델을 저장합니다. GPU 하나 또는 여러 개(DDP, 오프로드 없는 DeepSpeed stage 2 또는 3)에서 양자화 없이 bf16 또는 fp32 연산으로 실행됩니다.",
-    "ja": "LoSiA は各線形層のサブネットワークを 1 つ学習し、完全なモデルを保存します。1 枚または複数の GPU（DDP、オフロードなしの DeepSpeed stage 2 または 3）で、量子化なし、bf16 または fp32 の計算型で動作します。",
+    "en": "LoSiA trains one subnet of every linear layer and saves a full model. It runs on one GPU or several (DDP, DeepSpeed stage 2 or 3, with or without offload), unquantized, with bf16 or fp32 compute.",
+    "ru": "LoSiA обучает одну подсеть каждого линейного слоя и сохраняет полную модель. Работает на одной или нескольких GPU (DDP, DeepSpeed stage 2 или 3, с выгрузкой или без), без квантования, с вычислениями в bf16 или fp32.",
+    "zh": "LoSiA 训练每个线性层中的一个子网络并保存完整模型。支持单卡或多卡（DDP、DeepSpeed stage 2 或 3，可卸载），不量化，计算类型为 bf16 或 fp32。",
+    "ko": "LoSiA는 각 선형 계층의 서브네트워크 하나를 학습하고 전체 모델을 저장합니다. GPU 하나 또는 여러 개(DDP, DeepSpeed stage 2 또는 3, 오프로드 포함)에서 양자화 없이 bf16 또는 fp32 연산으로 실행됩니다.",
+    "ja": "LoSiA は各線形層のサブネットワークを 1 つ学習し、完全なモデルを保存します。1 枚または複数の GPU（DDP、DeepSpeed stage 2 または 3、オフロード可）で、量子化なし、bf16 または fp32 の計算型で動作します。",
 }
 # Config field -> {lang: {"label": ..., "info": ...}}: short labels and translations of the help.
 _LABELS: dict[str, dict[str, dict[str, str]]] = {
@@ -359,13 +358,6 @@ _ALERTS: dict[str, dict[str, str]] = {
         "ko": "LoSiA는 fp16(손실 스케일링)을 지원하지 않습니다: 연산 유형으로 bf16 또는 fp32를 선택하세요.",
         "ja": "LoSiA は fp16（損失スケーリング）に対応していません。計算型に bf16 か fp32 を選んでください。",
     },
-    "err_losia_offload": {
-        "en": 'LoSiA does not run with DeepSpeed offload (untested): clear "Enable offload". Its optimizer states cover the subnets only.',
-        "ru": 'LoSiA не работает с выгрузкой DeepSpeed (не проверено): снимите "Включить выгрузку". Её состояния оптимизатора покрывают только подсети.',
-        "zh": "LoSiA 不支持 DeepSpeed 卸载（未经测试）：请取消“使用 offload”。它的优化器状态只覆盖子网络。",
-        "ko": 'LoSiA는 DeepSpeed 오프로드와 함께 실행되지 않습니다(검증되지 않음): "오프로딩 활성화"를 해제하세요. 옵티마이저 상태는 서브네트워크만 다룹니다.',
-        "ja": "LoSiA は DeepSpeed のオフロードでは動作しません（未検証）。「offload を使用」を外してください。オプティマイザの状態はサブネットワーク分だけです。",
-    },
     "err_losia_unsloth": {
         "en": "LoSiA does not support the Unsloth booster: choose another booster.",
         "ru": "LoSiA не поддерживает ускоритель Unsloth: выберите другой.",
@@ -405,6 +397,7 @@ LOSIA = Method(
     ui=WebUiGroup(
         title=_TITLE,
         note=_NOTE,
+        allows_offload=True,
         labels=_LABELS,
         sliders={
             "rank_factor": (0.005, 1.0, 0.005),
