@@ -12,6 +12,11 @@ ranks, and the model's block parameters become copies in the training dtype; ZeR
 well; ZeRO-3 also partitions the backbone and the block copies, and gathers one module's weights at a time around its
 forward and backward (plus the measuring group's weights for its importance). The measuring group's gradient sink and
 its importance buffers are never partitioned: every rank scores the same averaged gradient.
+
+``--fsdp`` is FSDP2 (``fully_shard``) as accelerate runs it: every parameter, backbone and fp32 block alike, is split
+by rows over the ranks, and so are the block gradients and Adam moments; the blocks are the fp32 masters themselves
+(no copies). With ``bf16`` accelerate keeps the sharded model in float32 and gathers it in bf16 for compute, so the
+backbone shard costs 4 bytes per weight while the gathered layer and the weight all-gathers are in ``--weight-dtype``.
 """
 
 from __future__ import annotations
@@ -121,18 +126,23 @@ def load_shape(model: str) -> ModelShape:
         raise ValueError(f"{path} lacks {err.args[0]!r}; it does not look like a decoder-only LLM config.") from None
 
 
-def check_parallel(gpus: int, zero: int) -> None:
-    """Raise ``ValueError`` unless ``gpus`` ranks under ZeRO stage ``zero`` is a setting LoSiA supports."""
+def check_parallel(gpus: int, zero: int, fsdp: bool = False) -> None:
+    """Raise ``ValueError`` unless ``gpus`` ranks under ZeRO stage ``zero`` (or FSDP2) is a setting LoSiA supports."""
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
         raise ValueError(f"--gpus must be an integer >= 1, got {gpus!r}")
     if zero not in ZERO_STAGES:
         raise ValueError(f"--zero must be one of {', '.join(map(str, ZERO_STAGES))}, got {zero!r}")
+    if fsdp and zero:
+        raise ValueError(f"--fsdp and --zero {zero} exclude each other: FSDP and DeepSpeed are two engines; pick one.")
 
 
-def parallel_setting(gpus: int, zero: int) -> str:
+def parallel_setting(gpus: int, zero: int, fsdp: bool = False) -> str:
     """How the figures are meant, e.g. ``per GPU, 8 GPUs, DeepSpeed ZeRO-2``."""
     ranks = f"{gpus} GPU" if gpus == 1 else f"{gpus} GPUs"
-    engine = f"DeepSpeed ZeRO-{zero}" if zero else "plain DDP" if gpus > 1 else "no data parallelism"
+    if fsdp:
+        engine = "FSDP2"
+    else:
+        engine = f"DeepSpeed ZeRO-{zero}" if zero else "plain DDP" if gpus > 1 else "no data parallelism"
     return f"per GPU, {ranks}, {engine}"
 
 
@@ -182,6 +192,7 @@ def estimate(
     importance_dtype: str = "float32",
     gpus: int = 1,
     zero: int = 0,
+    fsdp: bool = False,
 ) -> dict[str, float]:
     """Trainable parameters and static memory (bytes, per GPU) of a LoSiA run on ``shape``.
 
@@ -193,14 +204,17 @@ def estimate(
         importance_dtype: Dtype of the importance EMA buffers.
         gpus: Number of data-parallel ranks.
         zero: DeepSpeed ZeRO stage (0: plain DDP, no DeepSpeed).
+        fsdp: FSDP2 instead of DeepSpeed (``zero`` must be 0).
 
     Returns:
         Element counts (``trainable``, ``layer_blocks``, ``head_block``) and byte counts per GPU; ``block_copies``
         is 0 without DeepSpeed, where the block parameters are the fp32 masters themselves; ``gathered_weights``
-        (ZeRO-3 only) is the largest group's weights gathered whole at once, the floor of ZeRO-3's working set
-        (its prefetch and live-parameter limits add to it).
+        (ZeRO-3 and FSDP) is the largest group's weights gathered whole at once, the floor of the sharded engines'
+        working set (their prefetch adds to it).
     """
-    check_parallel(gpus, zero)
+    check_parallel(gpus, zero, fsdp)
+    if fsdp:
+        return _estimate_fsdp(shape, rank_factor, output_rank_factor, weight_dtype, importance_dtype, gpus)
     sizes = _group_sizes(shape, rank_factor, output_rank_factor)
     trainable = sizes["trainable"]
     largest_group = max(sizes["layer_full"], sizes["head_full"])
@@ -225,12 +239,40 @@ def estimate(
     return {"trainable": trainable, "layer_blocks": sizes["layer_blocks"], "head_block": sizes["head_block"], **parts}
 
 
+def _estimate_fsdp(
+    shape: ModelShape,
+    rank_factor: float,
+    output_rank_factor: float,
+    weight_dtype: str,
+    importance_dtype: str,
+    gpus: int,
+) -> dict[str, float]:
+    """:func:`estimate` under FSDP2: everything trainable or not split by rows, the blocks being their own masters."""
+    sizes = _group_sizes(shape, rank_factor, output_rank_factor)
+    trainable = sizes["trainable"]
+    largest_group = max(sizes["layer_full"], sizes["head_full"])
+    parts = {
+        # accelerate's FSDP2 keeps the sharded parameters in float32 whatever the load dtype (bf16 is for compute).
+        "weights": _shard(shape.num_parameters() * 4, gpus),
+        "block_copies": 0,
+        "gathered_weights": largest_group * DTYPE_BYTES[weight_dtype],
+        "subnet_masters": _shard(trainable * 4, gpus),
+        "adam_moments": _shard(2 * trainable * 4, gpus),
+        "block_gradients": _shard(trainable * 4, gpus),
+        "measuring_full_gradient": largest_group * 4,
+        "importance_buffers": 2 * largest_group * DTYPE_BYTES[importance_dtype],
+    }
+    parts["total_static"] = sum(parts.values())
+    return {"trainable": trainable, "layer_blocks": sizes["layer_blocks"], "head_block": sizes["head_block"], **parts}
+
+
 def communication(
     shape: ModelShape,
     rank_factor: float,
     output_rank_factor: float,
     weight_dtype: str = "bfloat16",
     zero: int = 0,
+    fsdp: bool = False,
 ) -> dict[str, float]:
     """Bytes each rank puts into collectives per optimizer step (the tensors' sizes, not the traffic on the wire).
 
@@ -246,11 +288,27 @@ def communication(
         ``importance_layer`` (a measuring decoder layer), ``importance_head`` (a measuring output layer, 0 when
         frozen), ``importance_mean`` (mean per step), ``block_gradients``, ``block_allgather`` (0 without ZeRO),
         ``weight_allgather`` (ZeRO-3: forward and backward of one micro-batch), ``measuring_weights`` (ZeRO-3: the
-        measuring group's weights, mean per step) and ``total_mean`` (the sum of the last five).
+        measuring group's weights, mean per step) and ``total_mean`` (the sum of the last five). Under FSDP2 the
+        block gradients are reduce-scattered in ``weight_dtype`` at every micro-batch, the blocks (float32) are
+        gathered whole for the write-back after the step, the weight all-gathers carry the blocks too (in
+        ``weight_dtype``) and the measuring group's weights are gathered in float32, the dtype FSDP2 stores them in.
     """
-    check_parallel(1, zero)
+    check_parallel(1, zero, fsdp)
     sizes = _group_sizes(shape, rank_factor, output_rank_factor)
     layers = shape.num_layers * sizes["layer_full"]
+    if fsdp:
+        wbytes = DTYPE_BYTES[weight_dtype]
+        parts = {
+            "importance_layer": 4 * sizes["layer_full"],
+            "importance_head": 4 * sizes["head_full"],
+            "importance_mean": 4 * (layers + sizes["head_full"]) / sizes["num_groups"],
+            "block_gradients": sizes["trainable"] * wbytes,
+            "block_allgather": sizes["trainable"] * 4,
+            "weight_allgather": 2 * (shape.num_parameters() + sizes["trainable"]) * wbytes,
+            "measuring_weights": (layers + sizes["head_full"]) / sizes["num_groups"] * 4,
+        }
+        parts["total_mean"] = sum(v for k, v in parts.items() if k not in ("importance_layer", "importance_head"))
+        return parts
     parts = {
         "importance_layer": 4 * sizes["layer_full"],
         "importance_head": 4 * sizes["head_full"],
@@ -292,29 +350,39 @@ def report(
     importance_dtype: str,
     gpus: int = 1,
     zero: int = 0,
+    fsdp: bool = False,
 ) -> str:
     """A markdown report for every (p, p_o) pair, with the paper's Table 15 next to LLaMA-2 7B rows.
 
-    With ``gpus > 1`` or ``zero > 0`` the memory is per GPU and a line states the data-parallel setting; with
-    ``gpus > 1`` a second table gives the bytes communicated per optimizer step.
+    With ``gpus > 1``, ``zero > 0`` or ``fsdp`` the memory is per GPU and a line states the data-parallel setting;
+    with ``gpus > 1`` a second table gives the bytes communicated per optimizer step.
     """
-    check_parallel(gpus, zero)
-    lines = [_summary(shape, weight_dtype, importance_dtype, zero)]
-    if gpus > 1 or zero:
-        lines.append(_parallel_line(gpus, zero))
-    lines += ["", *_memory_table(shape, rank_factors, output_rank_factors, weight_dtype, importance_dtype, gpus, zero)]
+    check_parallel(gpus, zero, fsdp)
+    lines = [_summary(shape, weight_dtype, importance_dtype, zero, fsdp)]
+    if gpus > 1 or zero or fsdp:
+        lines.append(_parallel_line(gpus, zero, fsdp))
+    lines += [
+        "",
+        *_memory_table(shape, rank_factors, output_rank_factors, weight_dtype, importance_dtype, gpus, zero, fsdp),
+    ]
     if gpus > 1:  # one rank communicates nothing
-        lines += ["", *_communication_table(shape, rank_factors, output_rank_factors, weight_dtype, gpus, zero)]
+        lines += ["", *_communication_table(shape, rank_factors, output_rank_factors, weight_dtype, gpus, zero, fsdp)]
     return "\n".join(lines)
 
 
-def _summary(shape: ModelShape, weight_dtype: str, importance_dtype: str, zero: int) -> str:
-    dtypes = (
-        f"weights and block copies in {weight_dtype}, masters/moments in float32, block gradients in "
-        f"{gradient_dtype(weight_dtype, zero)}"
-        if zero
-        else f"weights in {weight_dtype}, masters/moments/gradients in float32"
-    )
+def _summary(shape: ModelShape, weight_dtype: str, importance_dtype: str, zero: int, fsdp: bool = False) -> str:
+    if fsdp:
+        dtypes = (
+            "weights, blocks (the masters), moments and block gradients stored in float32 (accelerate's FSDP2), "
+            f"gathered and reduced in {weight_dtype}"
+        )
+    elif zero:
+        dtypes = (
+            f"weights and block copies in {weight_dtype}, masters/moments in float32, block gradients in "
+            f"{gradient_dtype(weight_dtype, zero)}"
+        )
+    else:
+        dtypes = f"weights in {weight_dtype}, masters/moments/gradients in float32"
     return (
         f"{shape.name}: {shape.num_parameters() / 1e9:.2f}B parameters, {shape.num_layers} layers, hidden "
         f"{shape.hidden_size}, vocabulary {shape.vocab_size}; {dtypes}, importance buffers in {importance_dtype}. "
@@ -322,7 +390,13 @@ def _summary(shape: ModelShape, weight_dtype: str, importance_dtype: str, zero: 
     )
 
 
-def _parallel_line(gpus: int, zero: int) -> str:
+def _parallel_line(gpus: int, zero: int, fsdp: bool = False) -> str:
+    if fsdp:
+        return (
+            f"Data parallel: {parallel_setting(gpus, zero, fsdp)}; weights, blocks, moments and block grads are split "
+            f"{gpus} ways by rows, the rest is whole on every GPU; one decoder layer is gathered whole at a time "
+            "(FSDP2 prefetches the next one too). FSDP's communication buffers are not included."
+        )
     split = {
         0: "",
         1: "masters and moments",
@@ -348,20 +422,21 @@ def _memory_table(
     importance_dtype: str,
     gpus: int,
     zero: int,
+    fsdp: bool = False,
 ) -> list[str]:
     columns = [
         (header, key)
         for header, key in MEMORY_COLUMNS
-        if (zero or key != "block_copies") and (zero >= 3 or key != "gathered_weights")
+        if (zero or key != "block_copies") and (zero >= 3 or fsdp or key != "gathered_weights")
     ]
     headers = ["p", "p_o", "trainable (M)", "paper (M)", *(header for header, _ in columns), "paper measured GB"]
     lines = ["| " + " | ".join(headers) + " |", "|---|---|" + "---:|" * (len(headers) - 2)]
     for p_o in output_rank_factors:
         for p in rank_factors:
-            e = estimate(shape, p, p_o, weight_dtype, importance_dtype, gpus, zero)
+            e = estimate(shape, p, p_o, weight_dtype, importance_dtype, gpus, zero, fsdp)
             paper = PAPER_TABLE15.get((p, p_o)) if shape == PRESETS["llama2-7b"] else None
             # The paper measured one GPU without DeepSpeed: its memory is not comparable to other settings.
-            paper_gb = f"{paper[1]:.2f}" if paper and gpus == 1 and not zero else "-"
+            paper_gb = f"{paper[1]:.2f}" if paper and gpus == 1 and not zero and not fsdp else "-"
             cells = [
                 format_fraction(p),
                 format_fraction(p_o),
@@ -381,6 +456,7 @@ def _communication_table(
     weight_dtype: str,
     gpus: int,
     zero: int,
+    fsdp: bool = False,
 ) -> list[str]:
     full = _group_sizes(shape, 1.0, 0.5)  # full weight counts do not depend on p and p_o (0 < p_o < 1: a head group)
     layer_weights, head_weights = full["layer_full"], full["head_full"]
@@ -390,6 +466,8 @@ def _communication_table(
         if any(output_rank_factors)
         else ""
     )
+    if fsdp:
+        return _fsdp_communication_table(shape, rank_factors, output_rank_factors, weight_dtype, gpus, head)
     block_reduce = {
         0: "DDP all-reduce",
         1: "ZeRO-1 reduce-scatter",
@@ -427,6 +505,58 @@ def _communication_table(
     for p_o in output_rank_factors:
         for p in rank_factors:
             c = communication(shape, p, p_o, weight_dtype, zero)
+            lines.append(
+                f"| {format_fraction(p)} | {format_fraction(p_o)} | "
+                + " | ".join(f"{c[k] / MIB:.1f}" for k in keys)
+                + " |"
+            )
+    return lines
+
+
+def _fsdp_communication_table(
+    shape: ModelShape,
+    rank_factors: list[float],
+    output_rank_factors: list[float],
+    weight_dtype: str,
+    gpus: int,
+    head: str,
+) -> list[str]:
+    layer_weights = _group_sizes(shape, 1.0, 0.5)["layer_full"]
+    lines = [
+        f"Communication per optimizer step: sizes in MiB of the whole tensors reduced or gathered. On a ring each GPU "
+        f"sends about 2(N-1)/N = {2 * (gpus - 1) / gpus:.2f} times that for an all-reduce, "
+        f"(N-1)/N = {(gpus - 1) / gpus:.2f} times for a reduce-scatter or an all-gather.",
+        f"Importance gradient of the measuring group (fp32 all-reduce, one group per step in async mode): a decoder "
+        f"layer {4 * layer_weights:,} bytes ({layer_weights:,} weights x 4 B){head}.",
+        f"Block gradients reduce-scattered in {weight_dtype} with their layer's gradients, at every micro-batch "
+        "(multiply by the accumulation steps); the updated blocks (float32) are gathered whole for the write-back.",
+        f"FSDP2 weight all-gathers in {weight_dtype}, blocks included: every layer for the forward and again for the "
+        "backward of each micro-batch (multiply by the accumulation steps), and the measuring group's weights in "
+        "float32 once per step for its importance (mean over a cycle).",
+        "",
+    ]
+    keys = [
+        "importance_layer",
+        "importance_mean",
+        "block_gradients",
+        "block_allgather",
+        "weight_allgather",
+        "measuring_weights",
+        "total_mean",
+    ]
+    headers = [
+        "importance, layer",
+        "importance, mean",
+        "block grads",
+        "block all-gather",
+        "weight all-gather",
+        "measuring weights",
+        "total, mean",
+    ]
+    lines += ["| p | p_o | " + " | ".join(headers) + " |", "|---|---|" + "---:|" * len(headers)]
+    for p_o in output_rank_factors:
+        for p in rank_factors:
+            c = communication(shape, p, p_o, weight_dtype, fsdp=True)
             lines.append(
                 f"| {format_fraction(p)} | {format_fraction(p_o)} | "
                 + " | ".join(f"{c[k] / MIB:.1f}" for k in keys)
@@ -474,6 +604,11 @@ def main(argv: list[str] | None = None) -> int:
         help="DeepSpeed ZeRO stage (default 0: plain DDP); 1 partitions masters and moments, 2 also block gradients, "
         "3 also the backbone weights",
     )
+    parser.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="FSDP2 (fully_shard) instead of DeepSpeed: weights, blocks, moments and block gradients split by rows",
+    )
     args = parser.parse_args(argv)
     try:
         shape = load_shape(args.model)
@@ -485,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
             args.importance_dtype,
             args.gpus,
             args.zero,
+            args.fsdp,
         )
     except ValueError as err:
         parser.error(str(err))

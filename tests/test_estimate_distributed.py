@@ -1,4 +1,4 @@
-"""Data-parallel options of the memory estimator (``losia-factory estimate --gpus N --zero {0,1,2,3}``).
+"""Data-parallel options of the memory estimator (``losia-factory estimate --gpus N --zero {0,1,2,3}`` or ``--fsdp``).
 
 Every expected number is computed by hand from the shapes, not by calling the estimator's own helpers.
 """
@@ -219,3 +219,60 @@ def test_report_zero3_70b_8_gpus():
 def test_library_refuses_bad_gpus():
     with pytest.raises(ValueError, match="--gpus must be an integer >= 1"):
         estimate.estimate(TINY, 1 / 2, 1 / 4, gpus=0)
+
+
+def test_fsdp_on_8_gpus_tiny_splits_everything_trainable_or_not_in_fp32():
+    e = estimate.estimate(TINY, 1 / 2, 1 / 4, "bfloat16", "float32", gpus=8, fsdp=True)
+    expected = {
+        "weights": TINY_PARAMS * 4 // 8,  # accelerate's FSDP2 stores the sharded model in fp32: 852 bytes
+        "block_copies": 0,  # the fp32 blocks are the masters themselves
+        "subnet_masters": TINY_TRAINABLE * 4 // 8,
+        "adam_moments": TINY_TRAINABLE * 8 // 8,
+        "block_gradients": TINY_TRAINABLE * 4 // 8,  # sharded in the blocks' dtype
+        "measuring_full_gradient": TINY_LAYER * 4,
+        "importance_buffers": 2 * TINY_LAYER * 4,
+        "gathered_weights": TINY_LAYER * 2,  # one layer gathered in the compute dtype
+    }
+    assert {k: e[k] for k in expected} == expected
+    assert e["total_static"] == 852 + 0 + 176 + 352 + 176 + 2304 + 4608 + 1152
+
+
+def test_fsdp_communication_gathers_weights_with_blocks_and_measures_in_fp32():
+    shape = estimate.PRESETS["llama2-7b"]
+    c = estimate.communication(shape, 1 / 8, 1 / 8, "bfloat16", fsdp=True)
+    assert c["weight_allgather"] == 2 * 2 * (6_738_415_616 + LLAMA7B_TRAINABLE)  # forward + backward, bf16
+    assert c["block_gradients"] == 2 * LLAMA7B_TRAINABLE  # reduce-scattered in bf16
+    assert c["block_allgather"] == 4 * LLAMA7B_TRAINABLE  # the fp32 blocks gathered for the write-back
+    assert c["measuring_weights"] == pytest.approx(4 * (32 * LLAMA7B_LAYER + 32000 * 4096) / 33)
+    assert c["importance_mean"] == pytest.approx(4 * (32 * LLAMA7B_LAYER + 32000 * 4096) / 33)
+    parts = ("importance_mean", "block_gradients", "block_allgather", "weight_allgather", "measuring_weights")
+    assert c["total_mean"] == pytest.approx(sum(c[k] for k in parts))
+
+
+def test_report_fsdp_70b_8_gpus(capsys):
+    cli.main(
+        [
+            "estimate",
+            "--model",
+            "llama2-70b",
+            "--rank-factor",
+            "1/8",
+            "--output-rank-factor",
+            "1/8",
+            "--gpus",
+            "8",
+            "--fsdp",
+        ]
+    )
+    text = capsys.readouterr().out
+    assert "per GPU, 8 GPUs, FSDP2" in text and "block copies" not in text
+    # 68.98B fp32 weights / 8 = 32.12 GiB per GPU, twice ZeRO-3's bf16 backbone.
+    assert f"| 1/8 | 1/8 | 1102.3 | - | {68_976_648_192 * 4 / 8 / 2**30:.2f} |" in text
+    assert "FSDP2 weight all-gathers in bfloat16" in text
+
+
+def test_fsdp_and_zero_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["estimate", "--fsdp", "--zero", "3", "--gpus", "8"])
+    assert exit_info.value.code == 2
+    assert "--fsdp and --zero 3 exclude each other" in capsys.readouterr().err
