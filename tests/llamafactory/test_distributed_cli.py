@@ -88,6 +88,11 @@ def test_zero3_partitions_the_backbone_and_saves_the_base_tensor_names(runs):
                 assert halves[0].numel() == -(-full.numel() // 2)
                 assert torch.equal(torch.cat(halves)[: full.numel()], full), (path, step, name)
     assert sorted(weights(runs["zero3-pro"])) == sorted(weights(runs["single-pro"]))
+    from transformers import AutoModelForCausalLM
+
+    # What `export` and `chat` do first: load the output as a full model, every tensor found, none left over.
+    _, info = AutoModelForCausalLM.from_pretrained(runs["zero3-pro"], output_loading_info=True)
+    assert not any(info.values()), info
 
 
 @pytest.mark.parametrize("launch", ["zero2", "zero3"])
