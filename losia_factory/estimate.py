@@ -467,7 +467,45 @@ def _communication_table(
         else ""
     )
     if fsdp:
-        return _fsdp_communication_table(shape, rank_factors, output_rank_factors, weight_dtype, gpus, head)
+        notes = [
+            f"Block gradients reduce-scattered in {weight_dtype} with their layer's gradients, at every micro-batch "
+            "(multiply by the accumulation steps); the updated blocks (float32) are gathered for the write-back.",
+            f"FSDP2 weight all-gathers in {weight_dtype}, blocks included: every layer for the forward and again for "
+            "the backward of each micro-batch (multiply by the accumulation steps), and the measuring group's weights "
+            "in float32 once per step for its importance (mean over a cycle).",
+        ]
+    else:
+        notes = _zero_communication_notes(weight_dtype, zero)
+    lines = [
+        f"Communication per optimizer step: sizes in MiB of the whole tensors reduced or gathered. On a ring each GPU "
+        f"sends about 2(N-1)/N = {2 * (gpus - 1) / gpus:.2f} times that for an all-reduce, "
+        f"(N-1)/N = {(gpus - 1) / gpus:.2f} times for a reduce-scatter or an all-gather.",
+        f"Importance gradient of the measuring group (fp32 all-reduce, one group per step in async mode): a decoder "
+        f"layer {4 * layer_weights:,} bytes ({layer_weights:,} weights x 4 B){head}.",
+        *notes,
+        "",
+    ]
+    keys = ["importance_layer", "importance_mean", "block_gradients", "block_allgather"]
+    headers = ["importance, layer", "importance, mean", "block grads", "block all-gather"]
+    if zero >= 3 or fsdp:
+        keys += ["weight_allgather", "measuring_weights"]
+        headers += ["weight all-gather", "measuring weights"]
+    keys.append("total_mean")
+    headers.append("total, mean")
+    lines += ["| p | p_o | " + " | ".join(headers) + " |", "|---|---|" + "---:|" * len(headers)]
+    for p_o in output_rank_factors:
+        for p in rank_factors:
+            c = communication(shape, p, p_o, weight_dtype, zero, fsdp)
+            lines.append(
+                f"| {format_fraction(p)} | {format_fraction(p_o)} | "
+                + " | ".join(f"{c[k] / MIB:.1f}" for k in keys)
+                + " |"
+            )
+    return lines
+
+
+def _zero_communication_notes(weight_dtype: str, zero: int) -> list[str]:
+    """What the block-gradient and weight columns mean under DDP or ZeRO stage ``zero``."""
     block_reduce = {
         0: "DDP all-reduce",
         1: "ZeRO-1 reduce-scatter",
@@ -484,85 +522,7 @@ def _communication_table(
         if zero >= 3
         else []
     )
-    lines = [
-        f"Communication per optimizer step: sizes in MiB of the whole tensors reduced or gathered. On a ring each GPU "
-        f"sends about 2(N-1)/N = {2 * (gpus - 1) / gpus:.2f} times that for an all-reduce, "
-        f"(N-1)/N = {(gpus - 1) / gpus:.2f} times for a reduce-scatter or an all-gather.",
-        f"Importance gradient of the measuring group (fp32 all-reduce, one group per step in async mode): a decoder "
-        f"layer {4 * layer_weights:,} bytes ({layer_weights:,} weights x 4 B){head}.",
-        f"Block gradients in {gradient_dtype(weight_dtype, zero)} ({block_reduce}){gather}.",
-        *zero3,
-        "",
-    ]
-    keys = ["importance_layer", "importance_mean", "block_gradients", "block_allgather"]
-    headers = ["importance, layer", "importance, mean", "block grads", "block all-gather"]
-    if zero >= 3:
-        keys += ["weight_allgather", "measuring_weights"]
-        headers += ["weight all-gather", "measuring weights"]
-    keys.append("total_mean")
-    headers.append("total, mean")
-    lines += ["| p | p_o | " + " | ".join(headers) + " |", "|---|---|" + "---:|" * len(headers)]
-    for p_o in output_rank_factors:
-        for p in rank_factors:
-            c = communication(shape, p, p_o, weight_dtype, zero)
-            lines.append(
-                f"| {format_fraction(p)} | {format_fraction(p_o)} | "
-                + " | ".join(f"{c[k] / MIB:.1f}" for k in keys)
-                + " |"
-            )
-    return lines
-
-
-def _fsdp_communication_table(
-    shape: ModelShape,
-    rank_factors: list[float],
-    output_rank_factors: list[float],
-    weight_dtype: str,
-    gpus: int,
-    head: str,
-) -> list[str]:
-    layer_weights = _group_sizes(shape, 1.0, 0.5)["layer_full"]
-    lines = [
-        f"Communication per optimizer step: sizes in MiB of the whole tensors reduced or gathered. On a ring each GPU "
-        f"sends about 2(N-1)/N = {2 * (gpus - 1) / gpus:.2f} times that for an all-reduce, "
-        f"(N-1)/N = {(gpus - 1) / gpus:.2f} times for a reduce-scatter or an all-gather.",
-        f"Importance gradient of the measuring group (fp32 all-reduce, one group per step in async mode): a decoder "
-        f"layer {4 * layer_weights:,} bytes ({layer_weights:,} weights x 4 B){head}.",
-        f"Block gradients reduce-scattered in {weight_dtype} with their layer's gradients, at every micro-batch "
-        "(multiply by the accumulation steps); the updated blocks (float32) are gathered whole for the write-back.",
-        f"FSDP2 weight all-gathers in {weight_dtype}, blocks included: every layer for the forward and again for the "
-        "backward of each micro-batch (multiply by the accumulation steps), and the measuring group's weights in "
-        "float32 once per step for its importance (mean over a cycle).",
-        "",
-    ]
-    keys = [
-        "importance_layer",
-        "importance_mean",
-        "block_gradients",
-        "block_allgather",
-        "weight_allgather",
-        "measuring_weights",
-        "total_mean",
-    ]
-    headers = [
-        "importance, layer",
-        "importance, mean",
-        "block grads",
-        "block all-gather",
-        "weight all-gather",
-        "measuring weights",
-        "total, mean",
-    ]
-    lines += ["| p | p_o | " + " | ".join(headers) + " |", "|---|---|" + "---:|" * len(headers)]
-    for p_o in output_rank_factors:
-        for p in rank_factors:
-            c = communication(shape, p, p_o, weight_dtype, fsdp=True)
-            lines.append(
-                f"| {format_fraction(p)} | {format_fraction(p_o)} | "
-                + " | ".join(f"{c[k] / MIB:.1f}" for k in keys)
-                + " |"
-            )
-    return lines
+    return [f"Block gradients in {gradient_dtype(weight_dtype, zero)} ({block_reduce}){gather}.", *zero3]
 
 
 def _gpu_count(text: str) -> int:
