@@ -11,7 +11,9 @@ module's forward and backward. LoSiA touches a backbone weight outside those mom
   each copies the entries that fall into its own slice of the flattened weight. No communication, and nothing is
   gathered; a write-back through ``GatheredParameters(modifier_rank=...)`` would move the whole weight twice.
 
-Everything here is the identity for ordinary tensors, so callers need no branch of their own.
+Everything here is the identity for ordinary tensors, so callers need no branch of their own. FSDP2's sharded
+parameters (``DTensor``) are handled by :mod:`.sharded`, to which :func:`full_values`, :func:`write_block` and
+:func:`assign` hand them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from . import sharded
 
 
 def is_partitioned(tensor: torch.Tensor) -> bool:
@@ -48,7 +52,7 @@ def full_values(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """
     import torch.distributed as dist
 
-    values = [t.detach() for t in tensors]
+    values = [sharded.full_value(t) if sharded.is_sharded(t) else t.detach() for t in tensors]
     partitioned = [i for i, t in enumerate(tensors) if is_partitioned(t)]
     if not partitioned:
         return values
@@ -87,6 +91,8 @@ def write_block(weight: torch.Tensor, out_idx: torch.Tensor, in_idx: torch.Tenso
     into ``ds_tensor``, and into the gathered value too when one is live (a persistent parameter, or inside a
     forward pass), so that both stay equal.
     """
+    if sharded.is_sharded(weight):
+        return sharded.write_block(weight, out_idx, in_idx, block)
     values = block.to(weight.dtype)
     if not is_partitioned(weight) or _is_available(weight):
         if in_idx is None:
@@ -105,6 +111,15 @@ def write_block(weight: torch.Tensor, out_idx: torch.Tensor, in_idx: torch.Tenso
     start = _partition_rank(weight) * size
     inside = (flat >= start) & (flat < start + size)
     local.data.view(-1)[(flat[inside] - start).to(local.device)] = values.reshape(-1)[inside].to(local.device)
+
+
+@torch.no_grad()
+def assign(tensor: torch.Tensor, value: torch.Tensor) -> None:
+    """``tensor[...] = value`` with ``value`` the whole new value (the same on every rank); FSDP2 keeps its rows."""
+    if sharded.is_sharded(tensor):
+        sharded.assign(tensor, value)
+    else:
+        tensor.copy_(value)
 
 
 def _partition_rank(param: torch.Tensor) -> int:
