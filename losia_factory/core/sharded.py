@@ -30,7 +30,7 @@ def is_sharded(tensor: torch.Tensor) -> bool:
 
 def full_value(tensor: torch.Tensor) -> torch.Tensor:
     """The whole value of a sharded tensor, a fresh plain tensor: a collective, call it on every rank in order."""
-    return tensor.detach().full_tensor()
+    return tensor.detach().full_tensor()  # type: ignore[attr-defined]
 
 
 def local_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:

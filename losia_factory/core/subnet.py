@@ -15,6 +15,7 @@ optimizer's state dict carries the masters and indices instead.
 from __future__ import annotations
 
 import types
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +64,7 @@ def _after_load(module: nn.Module, incompatible_keys) -> None:
     # Under ZeRO-3 the engine loads only placeholders here, then its partitions, then our optimizer state.
     if module.__dict__.pop("_losia_weight_reloaded", False) and not is_partitioned(module.weight):
         with torch.no_grad():
-            weight = full_values([module.weight])[0]  # FSDP2: gathered on every rank (each loads every module)
+            weight = full_values([cast(torch.Tensor, module.weight)])[0]  # FSDP2: gathered (every rank loads)
             assign(getattr(module, BLOCK), gather_block(weight, getattr(module, OUT_IDX), getattr(module, IN_IDX)))
 
 

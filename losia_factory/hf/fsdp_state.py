@@ -39,8 +39,8 @@ def load_losia_state(optimizer: LosiaAdamW, folder: str) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"{path} is missing: an FSDP run keeps LoSiA's state (indices, masters, importance) there, and "
-            f"{folder} was not saved by a finetuning_type: losia run under FSDP. Resume from a checkpoint of this run, "
-            "or start a new run (overwrite_output_dir: true)."
+            f"{folder} was not saved by a finetuning_type: losia run under FSDP. Resume from a checkpoint of this "
+            "run, or start a new run (overwrite_output_dir: true)."
         )
     device = optimizer.targets[0].out_idx.device
     optimizer.load_losia_state_dict(torch.load(path, map_location=device, weights_only=True))

@@ -40,10 +40,10 @@ def fsdp_problems(training_args: Any) -> list[str]:
             f"the row shards of FSDP2 (fully_shard). Set {where}, or use DDP / DeepSpeed ZeRO."
         )
     if offload:
-        where = "remove `offload` from fsdp:" if from_args else "set fsdp_offload_params: false"
+        where = "Remove `offload` from `fsdp:`" if from_args else "Set fsdp_offload_params: false"
         problems.append(
             "FSDP CPU offload is not supported with finetuning_type: losia (untested: LoSiA writes trained blocks "
-            f"into the sharded weights after every step). To fix it, {where}."
+            f"into the sharded weights after every step). {where}."
         )
     if _flag(efficient):
         where = "fsdp_config" if from_args else "the accelerate config"

@@ -180,7 +180,20 @@ LOSIA_ROWS = [
         "losia", {"losia_rank": 0.5}, UNKNOWN, ("losia_rank is not a LoSiA argument: did you mean losia_rank_factor?",)
     ),
     BadInput("losia", {"losia_slot": 50}, UNKNOWN, ("did you mean losia_time_slot?",)),
-    # Combinations with LLaMA-Factory's own settings (DeepSpeed configs and FSDP: see test_arguments.py).
+    # Combinations with LLaMA-Factory's own settings (DeepSpeed configs and accelerate's FSDP: see test_arguments.py).
+    BadInput("losia", {"fsdp": "full_shard auto_wrap"}, CONFLICT, ("FSDP version 1", "Set fsdp_config: {version: 2}")),
+    BadInput(
+        "losia",
+        {"fsdp": "full_shard auto_wrap offload", "fsdp_config": {"version": 2}},
+        CONFLICT,
+        ("FSDP CPU offload is not supported", "Remove `offload` from `fsdp:`"),
+    ),
+    BadInput(
+        "losia",
+        {"fsdp": "full_shard auto_wrap", "fsdp_config": {"version": 2, "cpu_ram_efficient_loading": True}},
+        CONFLICT,
+        ("Set cpu_ram_efficient_loading: false in fsdp_config",),
+    ),
     BadInput("losia", {"stage": "ppo", "reward_model": "x"}, CONFLICT, ("not supported", "Use one of pt, sft, rm")),
     BadInput(
         "losia", {"stage": "rm", "dataset": "demo_pairs"}, CONFLICT, ("no gradient: set losia_output_rank_factor: 0",)
