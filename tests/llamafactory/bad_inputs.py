@@ -12,6 +12,7 @@ working folder, which holds ``data/`` (the demo datasets, an empty JSON and an e
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -396,8 +397,8 @@ def base_run(method: str, work: Path) -> dict[str, Any]:
 
 
 def run_settings(row: BadInput, work: Path) -> dict[str, Any]:
-    """The settings of ``row`` on its base run, ``{work}`` filled in."""
-    settings = {k: v.format(work=work) if isinstance(v, str) else v for k, v in row.settings.items()}
+    """The settings of ``row`` on its base run, ``{work}`` filled in (copies: the parser fills in ``fsdp_config``)."""
+    settings = {k: v.format(work=work) if isinstance(v, str) else copy.deepcopy(v) for k, v in row.settings.items()}
     return {**base_run(row.method, work), **settings}
 
 
