@@ -86,8 +86,8 @@ class LosiaCallback(TrainerCallback):
             return
         if args.deepspeed and optimizer.engine_masters is None:
             bind_deepspeed(optimizer)
-        resumed = _resumed_checkpoint(args)
-        if resumed is not None and is_fsdp_sharded(optimizer):
+        resumed = _resumed_checkpoint(args) if is_fsdp_sharded(optimizer) else None
+        if resumed is not None:
             load_losia_state(optimizer, resumed)  # FSDP's optimizer checkpoint does not carry it (see .fsdp_state)
         if is_main_process(args):
             # A resumed run has its checkpoint's indices by now (the Trainer loads the optimizer state first).
@@ -170,7 +170,7 @@ class LosiaCallback(TrainerCallback):
 
 def _resumed_checkpoint(args) -> str | None:
     """The checkpoint folder the Trainer resumed from (LLaMA-Factory resolves ``true`` to the folder beforehand)."""
-    resume = args.resume_from_checkpoint
+    resume = getattr(args, "resume_from_checkpoint", None)
     if isinstance(resume, str) and resume.lower() not in ("true", "false"):
         return resume
     if resume is True or (isinstance(resume, str) and resume.lower() == "true"):
