@@ -40,9 +40,10 @@ from .config import LosiaConfig
 from .distributed import average_across_ranks, check_same_indices, data_parallel_size
 from .importance import ImportanceEMA
 from .nonfinite import NonFiniteGuard, all_finite, nonfinite_names
-from .partitioned import full_numel, full_shape, full_values, is_partitioned
+from .partitioned import assign, full_numel, full_shape, full_values, is_partitioned
 from .schedule import LosiaSchedule
 from .selection import select_block, top_indices
+from .sharded import is_sharded
 from .subnet import SubnetTarget
 
 if TYPE_CHECKING:
@@ -429,12 +430,17 @@ class LosiaAdamW(torch.optim.AdamW):
         """The block's master for a checkpoint: under ZeRO-3 the engine's fp32 value (a collective on every rank)."""
         if is_partitioned(target.block) and self.engine_masters is not None:
             return self.engine_masters.get(target.block)
-        return target.block.detach()
+        return full_values([target.block])[0]  # FSDP2: the whole block from every rank's rows
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a state saved by :meth:`state_dict` into an optimizer attached to the same model layout."""
         state_dict = dict(state_dict)
         losia = state_dict.pop("losia", None)
+        if losia is None and any(is_sharded(t.block) for t in self.targets):
+            # FSDP loads optimizers through torch.distributed.checkpoint, which keeps only "state" and
+            # "param_groups"; LoSiA's entry comes from its own file (losia_factory.hf.fsdp_state).
+            super().load_state_dict(state_dict)
+            return
         if losia is None:
             raise ValueError("This optimizer state has no 'losia' entry: it was not saved by LosiaAdamW.")
         self._check_layout(losia)
@@ -454,7 +460,7 @@ class LosiaAdamW(torch.optim.AdamW):
             if target.in_idx is not None:
                 target.in_idx.copy_(saved["in_idx"])
             if not is_partitioned(target.block):  # ZeRO-3 restores its partitions of the block itself
-                target.block.copy_(saved["master"])
+                assign(target.block, saved["master"])
             target.write_back(saved["master"])
         self.importance = {}
         by_name = {t.name: t for t in self.targets}

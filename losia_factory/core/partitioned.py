@@ -13,7 +13,9 @@ module's forward and backward. LoSiA touches a backbone weight outside those mom
 * the saved model (:func:`gathered_state_dict`), in place of DeepSpeed's consolidated 16-bit state dict, which lists
   the blocks under their own names and, on CPU (gloo), can read a gathered weight before its all-gather completed.
 
-Everything here is the identity for ordinary tensors, so callers need no branch of their own.
+Everything here is the identity for ordinary tensors, so callers need no branch of their own. FSDP2's sharded
+parameters (``DTensor``) are handled by :mod:`.sharded`, to which :func:`full_values`, :func:`write_block` and
+:func:`assign` hand them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from . import sharded
 
 
 def is_partitioned(tensor: torch.Tensor) -> bool:
@@ -50,7 +54,7 @@ def full_values(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """
     import torch.distributed as dist
 
-    values = [t.detach() for t in tensors]
+    values = [sharded.full_value(t) if sharded.is_sharded(t) else t.detach() for t in tensors]
     partitioned = [i for i, t in enumerate(tensors) if is_partitioned(t)]
     if not partitioned:
         return values
@@ -122,6 +126,8 @@ def write_block(weight: torch.Tensor, out_idx: torch.Tensor, in_idx: torch.Tenso
     into ``ds_tensor``, and into the gathered value too when one is live (a persistent parameter, or inside a
     forward pass), so that both stay equal.
     """
+    if sharded.is_sharded(weight):
+        return sharded.write_block(weight, out_idx, in_idx, block)
     values = block.to(weight.dtype)
     if not is_partitioned(weight) or _is_available(weight):
         if in_idx is None:
@@ -140,6 +146,15 @@ def write_block(weight: torch.Tensor, out_idx: torch.Tensor, in_idx: torch.Tenso
     start = _partition_rank(weight) * size
     inside = (flat >= start) & (flat < start + size)
     local.data.view(-1)[(flat[inside] - start).to(local.device)] = values.reshape(-1)[inside].to(local.device)
+
+
+@torch.no_grad()
+def assign(tensor: torch.Tensor, value: torch.Tensor) -> None:
+    """``tensor[...] = value`` with ``value`` the whole new value (the same on every rank); FSDP2 keeps its rows."""
+    if sharded.is_sharded(tensor):
+        sharded.assign(tensor, value)
+    else:
+        tensor.copy_(value)
 
 
 def _partition_rank(param: torch.Tensor) -> int:

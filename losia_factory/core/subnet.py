@@ -15,13 +15,14 @@ optimizer's state dict carries the masters and indices instead.
 from __future__ import annotations
 
 import types
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .functional import BlockInjectFunction, GradientSink, SubnetLinearFunction, gather_block
-from .partitioned import full_shape, full_values, is_partitioned, write_block
+from .partitioned import assign, full_shape, full_values, is_partitioned, write_block
 
 BLOCK = "losia_block"
 OUT_IDX = "losia_out_idx"
@@ -63,8 +64,8 @@ def _after_load(module: nn.Module, incompatible_keys) -> None:
     # Under ZeRO-3 the engine loads only placeholders here, then its partitions, then our optimizer state.
     if module.__dict__.pop("_losia_weight_reloaded", False) and not is_partitioned(module.weight):
         with torch.no_grad():
-            block = getattr(module, BLOCK)
-            block.copy_(gather_block(module.weight, getattr(module, OUT_IDX), getattr(module, IN_IDX)))
+            weight = full_values([cast(torch.Tensor, module.weight)])[0]  # FSDP2: gathered (every rank loads)
+            assign(getattr(module, BLOCK), gather_block(weight, getattr(module, OUT_IDX), getattr(module, IN_IDX)))
 
 
 def random_indices(features: int, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -194,8 +195,9 @@ class SubnetTarget:
             raise ValueError(f"{self.name}: in_idx must be None exactly when the block spans all input neurons.")
         out_idx = out_idx.to(self.out_idx.device)
         in_idx = None if in_idx is None else in_idx.to(self.out_idx.device)
-        old_block = self.block.detach() if old_master is None else old_master
-        source = self.weight if weight is None else weight
+        # full_values: the whole block and weight also where FSDP2 shards them (the identity otherwise).
+        old_block = full_values([self.block])[0] if old_master is None else old_master
+        source = full_values([self.weight])[0] if weight is None else weight
         new_block = gather_block(source, out_idx, in_idx).to(torch.float32)
         out_features, in_features = full_shape(self.weight)
         rows_new, rows_old = _overlap(self.out_idx, out_idx, out_features)
@@ -210,7 +212,7 @@ class SubnetTarget:
         if in_idx is not None:
             self.in_idx.copy_(in_idx)
         if not is_partitioned(self.block):
-            self.block.copy_(new_block)
+            assign(self.block, new_block)
         return new_block
 
 

@@ -13,6 +13,7 @@ from ..core import LosiaAdamW, SubnetTarget
 from ..core.deepspeed_masters import bind_deepspeed
 from ..core.partitioned import full_shape
 from ..fileio import write_json_atomic
+from .fsdp_state import is_fsdp_sharded, load_losia_state, save_losia_state
 from .ranks import is_main_process
 
 LOG_FILE = "losia_log.jsonl"
@@ -85,6 +86,9 @@ class LosiaCallback(TrainerCallback):
             return
         if args.deepspeed and optimizer.engine_masters is None:
             bind_deepspeed(optimizer)
+        resumed = _resumed_checkpoint(args) if is_fsdp_sharded(optimizer) else None
+        if resumed is not None:
+            load_losia_state(optimizer, resumed)  # FSDP's optimizer checkpoint does not carry it (see .fsdp_state)
         if is_main_process(args):
             # A resumed run has its checkpoint's indices by now (the Trainer loads the optimizer state first).
             record = subnet_record(optimizer, "start", optimizer.global_step, optimizer.targets)
@@ -145,10 +149,13 @@ class LosiaCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         optimizer = self._optimizer(kwargs)
-        if optimizer is not None and is_main_process(args):
-            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-            if os.path.isdir(folder):
-                write_losia_config(optimizer, folder)
+        if optimizer is None:
+            return
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if is_fsdp_sharded(optimizer):  # written before losia_config.json, which marks the checkpoint complete
+            save_losia_state(optimizer, folder, is_main_process(args))
+        if is_main_process(args) and os.path.isdir(folder):
+            write_losia_config(optimizer, folder)
 
     def on_train_end(self, args, state, control, **kwargs):
         optimizer = self._optimizer(kwargs)
@@ -159,6 +166,18 @@ class LosiaCallback(TrainerCallback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _resumed_checkpoint(args) -> str | None:
+    """The checkpoint folder the Trainer resumed from (LLaMA-Factory resolves ``true`` to the folder beforehand)."""
+    resume = getattr(args, "resume_from_checkpoint", None)
+    if isinstance(resume, str) and resume.lower() not in ("true", "false"):
+        return resume
+    if resume is True or (isinstance(resume, str) and resume.lower() == "true"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return get_last_checkpoint(args.output_dir)
+    return None
 
 
 def write_losia_config(optimizer: LosiaAdamW, folder: str) -> None:

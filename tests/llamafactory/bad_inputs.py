@@ -12,6 +12,7 @@ working folder, which holds ``data/`` (the demo datasets, an empty JSON and an e
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -180,7 +181,20 @@ LOSIA_ROWS = [
         "losia", {"losia_rank": 0.5}, UNKNOWN, ("losia_rank is not a LoSiA argument: did you mean losia_rank_factor?",)
     ),
     BadInput("losia", {"losia_slot": 50}, UNKNOWN, ("did you mean losia_time_slot?",)),
-    # Combinations with LLaMA-Factory's own settings (DeepSpeed configs and FSDP: see test_arguments.py).
+    # Combinations with LLaMA-Factory's own settings (DeepSpeed configs and accelerate's FSDP: see test_arguments.py).
+    BadInput("losia", {"fsdp": "full_shard auto_wrap"}, CONFLICT, ("FSDP version 1", "Set fsdp_config: {version: 2}")),
+    BadInput(
+        "losia",
+        {"fsdp": "full_shard auto_wrap offload", "fsdp_config": {"version": 2}},
+        CONFLICT,
+        ("FSDP CPU offload is not supported", "Remove `offload` from `fsdp:`"),
+    ),
+    BadInput(
+        "losia",
+        {"fsdp": "full_shard auto_wrap", "fsdp_config": {"version": 2, "cpu_ram_efficient_loading": True}},
+        CONFLICT,
+        ("Set cpu_ram_efficient_loading: false in fsdp_config",),
+    ),
     BadInput("losia", {"stage": "ppo", "reward_model": "x"}, CONFLICT, ("not supported", "Use one of pt, sft, rm")),
     BadInput(
         "losia", {"stage": "rm", "dataset": "demo_pairs"}, CONFLICT, ("no gradient: set losia_output_rank_factor: 0",)
@@ -383,8 +397,8 @@ def base_run(method: str, work: Path) -> dict[str, Any]:
 
 
 def run_settings(row: BadInput, work: Path) -> dict[str, Any]:
-    """The settings of ``row`` on its base run, ``{work}`` filled in."""
-    settings = {k: v.format(work=work) if isinstance(v, str) else v for k, v in row.settings.items()}
+    """The settings of ``row`` on its base run, ``{work}`` filled in (copies: the parser fills in ``fsdp_config``)."""
+    settings = {k: v.format(work=work) if isinstance(v, str) else copy.deepcopy(v) for k, v in row.settings.items()}
     return {**base_run(row.method, work), **settings}
 
 

@@ -137,12 +137,20 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "deepspeed"
 TWO = {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"}
 # For resumed multi-process runs on CPU only: see the shim's docstring (an upstream limitation, full fine-tuning too).
 CPU_RESUME_SHIM = {"PYTHONPATH": str(Path(__file__).parent / "cpu_resume_shim")}
+# For FSDP on CPU only: accelerate 1.11 drops the FSDP plugin on CPU processes (see the shim's docstring).
+CPU_FSDP_SHIM = {"PYTHONPATH": str(Path(__file__).parent / "cpu_fsdp_shim")}
+# FSDP2 (fully_shard) through the Trainer's arguments, one shard group per decoder layer and the root.
+FSDP2 = {
+    "fsdp": "full_shard auto_wrap",
+    "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]},
+}
 DISTRIBUTED_LR = 1e-3
 
 
 def distributed_config(assets, out: Path, launch: str, pro: bool, **overrides) -> dict:
     """Global batch 8: 1 process x 4 x accumulation 2 ("single"), or 2 processes x 2 x accumulation 2 ("ddp",
-    "zero2", "zero3"). T=2 with 3 groups, 8 steps: four reselections; checkpoint-3 falls inside a measuring window."""
+    "zero2", "zero3", "fsdp"). T=2 with 3 groups, 8 steps: four reselections; checkpoint-3 falls inside a measuring
+    window."""
     settings = dict(
         max_steps=8,
         save_steps=3,
@@ -159,6 +167,8 @@ def distributed_config(assets, out: Path, launch: str, pro: bool, **overrides) -
         settings["deepspeed"] = str(RECIPES / "ds_z2_config.json")
     if launch == "zero3":
         settings["deepspeed"] = str(zero3_cpu_config(out.parent))
+    if launch == "fsdp":
+        settings.update(FSDP2)
     settings.update(overrides)
     return train_config(assets, out, **settings)
 
@@ -182,6 +192,10 @@ def train_distributed(assets, root: Path, launch: str, pro: bool, **overrides) -
     out = root / f"{launch}-{'pro' if pro else 'plain'}{suffix}"
     resumed = "resume_from_checkpoint" in overrides
     env = None if launch == "single" else {**TWO, **(CPU_RESUME_SHIM if resumed else {})}
+    if (
+        launch == "fsdp"
+    ):  # its resumed runs need no other shim (the Trainer loads FSDP checkpoints without map_location)
+        env = {**TWO, **CPU_FSDP_SHIM}
     result = run_cli("train", distributed_config(assets, out, launch, pro, **overrides), root, env=env)
     assert_ok(result)
     if launch != "single":

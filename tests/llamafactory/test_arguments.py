@@ -189,14 +189,36 @@ def test_shipped_zero_configs_are_accepted_and_match_the_generator(assets, tmp_p
         check_train_args(model_args, data_args, training_args, finetuning_args)
 
 
-def test_fsdp_is_refused(assets, tmp_path, monkeypatch):
+def test_fsdp2_is_accepted_through_the_trainer_arguments(assets, tmp_path):
+    from llamafactory.hparams import get_train_args
+
+    fsdp2 = {"fsdp": "full_shard auto_wrap", "fsdp_config": {"version": 2}}
+    *_, training_args, finetuning_args, _ = get_train_args(train_config(assets, tmp_path / "o", **fsdp2))
+    assert finetuning_args.finetuning_type == "losia" and training_args.fsdp_config["version"] == 2
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"FSDP_VERSION": "1"}, "Set fsdp_version: 2 in the accelerate config"),
+        ({"FSDP_VERSION": "2", "FSDP_OFFLOAD_PARAMS": "true"}, "Set fsdp_offload_params: false"),
+        ({"FSDP_VERSION": "2", "FSDP_CPU_RAM_EFFICIENT_LOADING": "true"}, "cpu_ram_efficient_loading: false"),
+        ({"FSDP_VERSION": "2"}, None),
+    ],
+)
+def test_fsdp_from_an_accelerate_config(assets, tmp_path, monkeypatch, env, says):
+    """``accelerate launch --config_file`` hands FSDP over in ``ACCELERATE_USE_FSDP`` / ``FSDP_*`` variables."""
     from llamafactory.hparams import get_train_args
 
     from losia_factory.llamafactory.checks import check_train_args
 
     model_args, data_args, training_args, finetuning_args, _ = get_train_args(train_config(assets, tmp_path / "o"))
-    monkeypatch.setattr(training_args, "fsdp", "full_shard")
-    with pytest.raises(ValueError, match="FSDP is not supported with finetuning_type: losia"):
+    for key, value in {"ACCELERATE_USE_FSDP": "true", **env}.items():
+        monkeypatch.setenv(key, value)
+    if says is None:
+        check_train_args(model_args, data_args, training_args, finetuning_args)
+        return
+    with pytest.raises(ValueError, match=re.escape(says)):
         check_train_args(model_args, data_args, training_args, finetuning_args)
 
 

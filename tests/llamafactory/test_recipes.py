@@ -41,16 +41,17 @@ def test_recipe_parses(path, tmp_path):
         check_train_args(model_args, data_args, training_args, finetuning_args)
 
 
-def test_multi_gpu_math_recipe_keeps_the_global_batch():
+@pytest.mark.parametrize("name", ["losia_llama2_7b_math_zero2.yaml", "losia_llama2_7b_math_fsdp.yaml"])
+def test_multi_gpu_math_recipe_keeps_the_global_batch(name):
     root = Path(__file__).resolve().parents[2] / "recipes"
     one = yaml.safe_load((root / "losia_llama2_7b_math.yaml").read_text())
-    four = yaml.safe_load((root / "losia_llama2_7b_math_zero2.yaml").read_text())
-    distributed = {"per_device_train_batch_size", "deepspeed", "output_dir"}
+    four = yaml.safe_load((root / name).read_text())
+    distributed = {"per_device_train_batch_size", "deepspeed", "fsdp", "fsdp_config", "output_dir"}
     assert {k: v for k, v in one.items() if k not in distributed} == {
         k: v for k, v in four.items() if k not in distributed
     }
     gpus = 4  # NPROC_PER_NODE in the recipe's launch line
-    assert "NPROC_PER_NODE=4" in (root / "losia_llama2_7b_math_zero2.yaml").read_text()
+    assert "NPROC_PER_NODE=4" in (root / name).read_text()
     global_batch = lambda c, n: c["per_device_train_batch_size"] * c["gradient_accumulation_steps"] * n  # noqa: E731
     assert global_batch(four, gpus) == global_batch(one, 1) == 4
 

@@ -6,7 +6,6 @@ fine-tuning's argument checks and loads like ``finetuning_type: full`` for chat,
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ...core import LosiaConfig, LosiaConfigError, create_losia_optimizer, find_attachment, prepare_losia
@@ -14,6 +13,7 @@ from ...core.partitioned import gathered_state_dict, is_partitioned
 from ..arguments import argument_error
 from ..checks import optim_name
 from ..deepspeed_config import deepspeed_problems, write_zero_config
+from ..fsdp_config import fsdp_problems
 from ..method import Method, UiGetter, WebUiGroup
 from .labels import NONFINITE_LIMIT_LABELS
 
@@ -35,12 +35,7 @@ def _refusals(model_args: Any, training_args: Any, finetuning_args: Any) -> list
     problems = []
     if training_args.deepspeed:
         problems += deepspeed_problems(training_args)
-    if getattr(training_args, "fsdp", None) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
-        problems.append(
-            "FSDP is not supported with finetuning_type: losia (it shards the backbone weights LoSiA writes the "
-            "trained subnets into). Remove `fsdp:` / the FSDP accelerate config; use DDP (FORCE_TORCHRUN=1) or "
-            "DeepSpeed ZeRO-1/2 (deepspeed: recipes/deepspeed/ds_z2_config.json)."
-        )
+    problems += fsdp_problems(training_args)
     if model_args.quantization_bit is not None:
         problems.append(
             f"quantization_bit: {model_args.quantization_bit} cannot be used with finetuning_type: losia, which "
@@ -144,6 +139,8 @@ def _prepare_trainer(trainer: Any, num_training_steps: int, optimizer: Any) -> b
     if trainer.lr_scheduler is not None or losia_optimizer is None:
         return False
     trainer.lr_scheduler = build_losia_scheduler(trainer.args, losia_optimizer, num_training_steps)
+    if getattr(trainer, "is_fsdp_enabled", False):
+        _save_full_state_dict(trainer.accelerator.state.fsdp_plugin)
     trainer._created_lr_scheduler = True
     add_callback_first(trainer, LosiaCallback)
     return True
@@ -155,6 +152,23 @@ def _gather_state_dict(trainer: Any) -> dict[str, Any] | None:
     if find_attachment(model) is None or not any(is_partitioned(p) for p in model.parameters()):
         return None
     return gathered_state_dict(model, keep=trainer.args.should_save)
+
+
+def _save_full_state_dict(plugin: Any) -> None:
+    """FSDP saves whole models (base tensor names, loadable by transformers) for a LoSiA run.
+
+    FSDP2 defaults to SHARDED_STATE_DICT, with which the Trainer's ``save_model`` writes no model at all; LoSiA's output
+    is a full model, and the checkpoints follow the same setting (rank 0 gathers them).
+    """
+    if "FULL_STATE_DICT" not in str(plugin.state_dict_type):
+        from llamafactory.extras import logging
+
+        logging.get_logger("llamafactory.losia").info_rank0(
+            "FSDP state_dict_type set to FULL_STATE_DICT: a LoSiA run saves a full model."
+        )
+        # The configs of the sharded type would stay (accelerate fills in only missing ones).
+        plugin.state_dict_config = plugin.optim_state_dict_config = None
+        plugin.set_state_dict_type("FULL_STATE_DICT")
 
 
 # -- web UI -------------------------------------------------------------------------------------------------------
