@@ -129,6 +129,8 @@ class LosiaAdamW(torch.optim.AdamW):
         self._rewarm_scheduler_attached = False
         self._warned_no_rewarm = False
         self.engine_masters: EngineMasters | None = None
+        # Set when an FSDP checkpoint restored the Adam state without LoSiA's own (see load_state_dict).
+        self.losia_state_pending = False
         self.nonfinite = NonFiniteGuard(config.max_consecutive_nonfinite_steps)
         # What held NaN/Inf in the latest step, empty when it ran normally (the callback logs it).
         self.last_nonfinite: tuple[str, ...] = ()
@@ -438,8 +440,10 @@ class LosiaAdamW(torch.optim.AdamW):
         losia = state_dict.pop("losia", None)
         if losia is None and any(is_sharded(t.block) for t in self.targets):
             # FSDP loads optimizers through torch.distributed.checkpoint, which keeps only "state" and
-            # "param_groups"; LoSiA's entry comes from its own file (losia_factory.hf.fsdp_state).
+            # "param_groups"; LoSiA's entry comes from its own file (losia_factory.hf.fsdp_state), which the
+            # trainer must load next: until then the indices, masters and importance are not the checkpoint's.
             super().load_state_dict(state_dict)
+            self.losia_state_pending = True
             return
         if losia is None:
             raise ValueError("This optimizer state has no 'losia' entry: it was not saved by LosiaAdamW.")

@@ -86,9 +86,9 @@ class LosiaCallback(TrainerCallback):
             return
         if args.deepspeed and optimizer.engine_masters is None:
             bind_deepspeed(optimizer)
-        resumed = _resumed_checkpoint(args) if is_fsdp_sharded(optimizer) else None
-        if resumed is not None:
-            load_losia_state(optimizer, resumed)  # FSDP's optimizer checkpoint does not carry it (see .fsdp_state)
+        if optimizer.losia_state_pending:  # FSDP's optimizer checkpoint does not carry it (see .fsdp_state)
+            load_losia_state(optimizer, _resumed_checkpoint(args))
+            optimizer.losia_state_pending = False
         if is_main_process(args):
             # A resumed run has its checkpoint's indices by now (the Trainer loads the optimizer state first).
             record = subnet_record(optimizer, "start", optimizer.global_step, optimizer.targets)
@@ -168,16 +168,26 @@ class LosiaCallback(TrainerCallback):
             self._writer = None
 
 
-def _resumed_checkpoint(args) -> str | None:
-    """The checkpoint folder the Trainer resumed from (LLaMA-Factory resolves ``true`` to the folder beforehand)."""
+def _resumed_checkpoint(args) -> str:
+    """The checkpoint folder the Trainer has just loaded an optimizer state from (an FSDP run being resumed).
+
+    LLaMA-Factory sets ``resume_from_checkpoint`` to that folder before training (also for ``true``); a script that
+    passes the folder to ``trainer.train(resume_from_checkpoint=...)`` only must set the argument too.
+    """
     resume = getattr(args, "resume_from_checkpoint", None)
     if isinstance(resume, str) and resume.lower() not in ("true", "false"):
         return resume
     if resume is True or (isinstance(resume, str) and resume.lower() == "true"):
         from transformers.trainer_utils import get_last_checkpoint
 
-        return get_last_checkpoint(args.output_dir)
-    return None
+        folder = get_last_checkpoint(args.output_dir)  # what trainer.train(resume_from_checkpoint=True) loads
+        if folder is not None:
+            return folder
+    raise RuntimeError(
+        "This FSDP run restored an optimizer checkpoint, but TrainingArguments.resume_from_checkpoint does not name "
+        "its folder, where LoSiA's state (losia_state.pt: subnet indices, masters, importance) is. Set "
+        "resume_from_checkpoint to the checkpoint folder in the TrainingArguments as well."
+    )
 
 
 def write_losia_config(optimizer: LosiaAdamW, folder: str) -> None:
